@@ -1,0 +1,35 @@
+# fairseq-seqkd: the two commands of the README.
+#   make test   set up .venv and run the tests
+#   make demo   set up .venv and run the Bible recipe's demo preset into runs/demo
+# Variables a user may override: PYTHON, VENV, TORCH (e.g. TORCH="torch==2.5.1" or a CUDA build).
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+FAIRSEQ ?= fairseq-fixed==0.12.3.1
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.seqkd-installed
+
+.PHONY: install test demo clean-venv
+
+install: $(STAMP)
+
+# fairseq compiles C++ extensions against torch: build it without pip's build
+# isolation so that it uses the torch installed here (and pip caches the wheel).
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install "$(TORCH)" numpy cython setuptools wheel
+	$(BIN)/python -m pip install --no-build-isolation "$(FAIRSEQ)"
+	$(BIN)/python -m pip install -e ".[test,bible]"
+	touch $@
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" examples/bible/run.sh --preset demo --workdir runs/demo
+
+clean-venv:
+	rm -rf $(VENV)

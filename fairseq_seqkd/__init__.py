@@ -1,0 +1,17 @@
+"""fairseq-seqkd: sequence-level knowledge distillation (Kim & Rush, EMNLP 2016).
+
+Load with ``--user-dir`` (the path of this folder). Importing the package
+registers its models, criterions and tasks with fairseq and lets torch >= 2.6
+load fairseq checkpoints safely (see :mod:`fairseq_seqkd.compat`).
+"""
+
+import os
+
+from . import compat
+
+compat.allow_fairseq_checkpoints()
+
+from . import criterions, models, tasks  # noqa: E402,F401  (registration)
+
+#: The value to pass as ``--user-dir`` to fairseq's command-line tools.
+USER_DIR = os.path.dirname(os.path.abspath(__file__))

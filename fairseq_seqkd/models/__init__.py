@@ -1,0 +1,3 @@
+"""Models and architectures (fairseq also imports every module here for --user-dir)."""
+
+from . import luong_lstm  # noqa: F401

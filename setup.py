@@ -1,0 +1,37 @@
+"""fairseq-seqkd: sequence-level knowledge distillation (Kim & Rush, 2016) as a fairseq plugin."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq-seqkd",
+    version="0.1.0",
+    description="Sequence-level knowledge distillation (Kim & Rush, EMNLP 2016) for fairseq",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["fairseq_seqkd", "fairseq_seqkd.*"]),
+    # torch is deliberately unpinned: the Makefile installs the build you ask for
+    # (TORCH=...) before this package, and any torch that fairseq accepts works.
+    install_requires=[
+        "fairseq-fixed==0.12.3.1",
+        "torch",
+        "numpy",
+        "sacrebleu>=2.0",
+        "sentencepiece",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest"],
+        "bible": ["pysword"],
+    },
+    entry_points={
+        "console_scripts": [
+            "seqkd-prepare = fairseq_seqkd.cli.prepare:cli_main",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

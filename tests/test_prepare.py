@@ -1,0 +1,167 @@
+"""seqkd-prepare: split, SentencePiece, binarize; the Bible text cleaning."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+import toydata
+from fairseq_seqkd.cli.prepare import get_parser, prepare
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A 300-pair toy corpus with an extra reference and ids, all line-aligned."""
+    folder = tmp_path_factory.mktemp("corpus")
+    pairs = toydata.toy_pairs(300, seed=7, max_len=12)
+    files = {}
+    for name, lines in {
+        "src": [s for s, _ in pairs],
+        "tgt": [t for _, t in pairs],
+        "ref": [t.upper() for _, t in pairs],
+        "ids": [f"id{i}" for i in range(len(pairs))],
+    }.items():
+        files[name] = str(folder / f"corpus.{name}")
+        with open(files[name], "w") as f:
+            f.writelines(line + "\n" for line in lines)
+    return files
+
+
+def args_for(corpus, out, *extra):
+    return get_parser().parse_args([
+        "--src-file", corpus["src"], "--tgt-file", corpus["tgt"], "--src-lang", "xx", "--tgt-lang", "yy",
+        "--extra-ref", corpus["ref"], "--ids", corpus["ids"], "--out", str(out),
+        "--valid-size", "20", "--test-size", "30", "--vocab-size", "40", "--workers", "1", *extra,
+    ])
+
+
+def lines(path):
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+@pytest.fixture(scope="module")
+def prepared(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(args_for(corpus, out))
+    return out
+
+
+def test_split_is_a_partition_that_keeps_lines_aligned(prepared, corpus):
+    raw = prepared / "raw"
+    ids = {split: lines(raw / f"{split}.ids") for split in ("train", "valid", "test")}
+    assert [len(ids[s]) for s in ("train", "valid", "test")] == [250, 20, 30]
+    assert sorted(sum(ids.values(), []), key=lambda x: int(x[2:])) == lines(corpus["ids"])
+    src, tgt = lines(corpus["src"]), lines(corpus["tgt"])
+    for split in ("train", "valid", "test"):
+        index = [int(i[2:]) for i in ids[split]]
+        assert lines(raw / f"{split}.xx") == [src[i] for i in index]
+        assert lines(raw / f"{split}.yy") == [tgt[i] for i in index]
+    for split in ("valid", "test"):  # extra references follow the same split
+        assert lines(raw / f"{split}.ref1.yy") == [t.upper() for t in lines(raw / f"{split}.yy")]
+    assert not (raw / "train.ref1.yy").exists()
+
+
+def test_binarized_data_decodes_back_to_the_subword_text(prepared):
+    from fairseq.data import Dictionary, data_utils
+
+    for lang in ("xx", "yy"):
+        d = Dictionary.load(str(prepared / "bin" / f"dict.{lang}.txt"))
+        ds = data_utils.load_indexed_dataset(str(prepared / "bin" / f"test.xx-yy.{lang}"), d)
+        tok = lines(prepared / "tok" / f"test.{lang}")
+        assert [d.string(ds[i]) for i in range(len(ds))] == tok
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=str(prepared / "spm" / f"{lang}.model"))
+        assert [sp.decode(t.split()) for t in tok] == lines(prepared / "raw" / f"test.{lang}")
+
+
+def test_same_seed_same_split_and_rerun_is_a_no_op(prepared, corpus, tmp_path):
+    stamp = prepared / "prepare.json"
+    before = os.path.getmtime(stamp)
+    done = prepare(args_for(corpus, prepared))
+    assert os.path.getmtime(stamp) == before and done["pairs"] == {"valid": 20, "test": 30, "train": 250}
+    prepare(args_for(corpus, tmp_path / "again"))
+    assert lines(tmp_path / "again" / "raw" / "test.ids") == lines(prepared / "raw" / "test.ids")
+
+
+def test_other_seed_other_split(prepared, corpus, tmp_path):
+    prepare(args_for(corpus, tmp_path, "--seed", "2"))
+    assert lines(tmp_path / "raw" / "test.ids") != lines(prepared / "raw" / "test.ids")
+
+
+def test_changed_options_refuse_to_overwrite(prepared, corpus):
+    with pytest.raises(SystemExit, match=r"prepared with other options \(vocab_size\)"):
+        prepare(args_for(corpus, prepared, "--vocab-size", "50"))
+
+
+def test_max_words_and_train_size(corpus, tmp_path):
+    done = prepare(args_for(corpus, tmp_path, "--max-words", "6", "--train-size", "40"))
+    assert done["pairs"]["train"] == 40
+    src, ids = lines(corpus["src"]), lines(corpus["ids"])
+    short = {ids[i] for i in range(len(src)) if len(src[i].split()) <= 6}
+    for split in ("train", "valid", "test"):
+        assert set(lines(tmp_path / "raw" / f"{split}.ids")) <= short
+
+
+def run_prepare(*argv):
+    return toydata.run_cli(["seqkd-prepare", *argv], check=False)
+
+
+def test_bad_inputs_one_line_error_and_nothing_written(corpus, tmp_path):
+    base = ["--src-lang", "xx", "--tgt-lang", "yy", "--vocab-size", "40", "--valid-size", "5", "--test-size", "5"]
+    short = tmp_path / "short.yy"
+    short.write_text("\n".join(lines(corpus["tgt"])[:10]) + "\n")
+    empty = tmp_path / "empty.yy"
+    tgt = lines(corpus["tgt"])
+    tgt[41] = "  "
+    empty.write_text("\n".join(tgt) + "\n")
+    latin1 = tmp_path / "latin1.yy"
+    latin1.write_bytes(b"ok\n" * 3 + "fu\u00e9 la luz\n".encode("latin-1") + b"ok\n" * 296)
+    cases = [
+        (["--src-file", str(tmp_path / "missing.xx"), "--tgt-file", corpus["tgt"]], "missing.xx: no such file"),
+        (["--src-file", corpus["src"], "--tgt-file", str(short)], "not line-aligned"),
+        (["--src-file", corpus["src"], "--tgt-file", str(empty)], "empty.yy:42: empty line"),
+        (["--src-file", corpus["src"], "--tgt-file", str(latin1)], "latin1.yy:4: not UTF-8"),
+    ]
+    for i, (files, message) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        proc = run_prepare(*files, *base, "--out", str(out))
+        toydata.assert_one_line_error(proc, message)
+        assert not (out / "prepare.json").exists() and not (out / "bin").exists()
+
+
+def test_bible_cleaning_rules():
+    pytest.importorskip("pysword")
+    from pysword.cleaner import OSISCleaner
+
+    from fairseq_seqkd.corpora.bible import CleaningStats, clean_verse
+
+    cleaner, stats = OSISCleaner(), CleaningStats()
+    web = ('<w lemma="strong:H0430">God</w><note placement="foot"><reference>1:1 </reference>The Hebrew '
+           'word rendered “God” is “אֱלֹהִ֑ים” (Elohim).</note><w lemma="strong:H1254">created</w> the '
+           '<w>heavens</w><note>x</note>. <div eID="gen25" type="x-p"/>')
+    assert clean_verse(web, cleaner, stats=stats) == "God created the heavens."
+    rv = '<w lemma="strong:H7225">EN el principio</w> <w>crió</w>  Dios .'
+    assert clean_verse(rv, cleaner, first_of_chapter=True, stats=stats) == "En el principio crió Dios."
+    assert clean_verse(rv, cleaner, first_of_chapter=False) == "EN el principio crió Dios."
+    assert clean_verse("<w>Y</w> dijo: A.", cleaner, first_of_chapter=True) == "Y dijo: A."  # one letter: kept
+    assert stats == {"note_between_words": 1, "space_before_punctuation": 1, "capitalised_chapter_opening": 1}
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/sword/modules/texts/ztext/engKJV2006eb"),
+                    reason="the sword-text-* Debian packages are not installed")
+def test_read_bible_from_installed_modules():
+    from fairseq_seqkd.corpora.bible import read_bible
+
+    refs, texts, stats = read_bible()
+    assert len(refs) == len(set(refs)) == len(texts["es"]) == len(texts["en"]) == len(texts["kjv"])
+    assert 31000 <= len(refs) <= 31102  # the KJV versification has 31,102 verses
+    first = refs.index("Gen.1.1")
+    assert texts["en"][first] == "In the beginning, God created the heavens and the earth."
+    assert texts["es"][first] == "En el principio crió Dios los cielos y la tierra."
+    assert texts["kjv"][first] == "In the beginning God created the heaven and the earth."
+    assert refs[-1] == "Rev.22.21"
+    assert stats["verses_in_chapters_with_different_versification"] == 31
+    assert not any("<" in t or "  " in t for k in texts for t in texts[k])

@@ -1,0 +1,120 @@
+"""Tiny synthetic translation data and in-process drivers for fairseq's CLIs.
+
+The toy language pair maps each source word ``sN`` to a target word ``tN``,
+keeping the order, so an attention LSTM of 32 units learns it in seconds.
+"""
+
+import contextlib
+import io
+import os
+import random
+import subprocess
+import sys
+
+import fairseq_seqkd
+
+USER_DIR = fairseq_seqkd.USER_DIR
+REPO = os.path.dirname(USER_DIR)
+VENV_BIN = os.path.dirname(sys.executable)
+
+#: Options that make a 1x32 Luong LSTM learn the toy mapping in a few seconds.
+TINY_TRAIN_ARGS = [
+    "--task", "seqkd_translation", "--arch", "luong_lstm_1x32", "--dropout", "0.1",
+    "--optimizer", "adam", "--lr", "0.01", "--max-tokens", "400",
+    "--no-epoch-checkpoints", "--no-progress-bar", "--log-format", "simple",
+    "--log-interval", "1000", "--num-workers", "0", "--seed", "1",
+]
+
+
+def toy_pairs(n, seed, vocab=20, min_len=3, max_len=8):
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        ids = [rng.randrange(vocab) for _ in range(rng.randint(min_len, max_len))]
+        pairs.append((" ".join(f"s{i}" for i in ids), " ".join(f"t{i}" for i in ids)))
+    return pairs
+
+
+def write_toy_corpus(folder, sizes=(("train", 1500), ("valid", 100), ("test", 100)), seed=0):
+    os.makedirs(folder, exist_ok=True)
+    for k, (split, n) in enumerate(sizes):
+        pairs = toy_pairs(n, seed * 100 + k)
+        for side, lang in ((0, "src"), (1, "tgt")):
+            with open(os.path.join(folder, f"{split}.{lang}"), "w") as f:
+                f.writelines(p[side] + "\n" for p in pairs)
+    return folder
+
+
+def preprocess(text_dir, dest, splits=("train", "valid", "test"), extra=()):
+    from fairseq import options
+    from fairseq_cli import preprocess as preprocess_cli
+
+    prefs = []
+    for split in splits:
+        prefs += [f"--{split}pref", os.path.join(text_dir, split)]
+    args = options.get_preprocessing_parser().parse_args(
+        ["--source-lang", "src", "--target-lang", "tgt", "--destdir", dest, "--workers", "1", *prefs, *extra]
+    )
+    preprocess_cli.main(args)
+    return dest
+
+
+def train(data, save_dir, extra=(), max_epoch=12):
+    """Run fairseq-train in this process; return the best checkpoint's path."""
+    from fairseq import distributed_utils, options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq_cli import train as train_cli
+
+    argv = [data, "--user-dir", USER_DIR, "--save-dir", save_dir, *TINY_TRAIN_ARGS,
+            "--max-epoch", str(max_epoch), *extra]
+    args = options.parse_args_and_arch(options.get_training_parser(), argv)
+    distributed_utils.call_main(convert_namespace_to_omegaconf(args), train_cli.main)
+    return os.path.join(save_dir, "checkpoint_best.pt")
+
+
+def generate(data, path, extra=(), subset="test"):
+    """Run fairseq-generate in this process; return its stdout."""
+    from fairseq import options
+    from fairseq_cli import generate as generate_cli
+
+    argv = [data, "--user-dir", USER_DIR, "--task", "seqkd_translation", "--path", path, "--gen-subset", subset,
+            "--batch-size", "32", "--num-workers", "0", *extra]
+    args = options.parse_args_and_arch(options.get_generation_parser(), argv)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        generate_cli.main(args)
+    return out.getvalue()
+
+
+def hypotheses(generate_output):
+    """{sentence id: best hypothesis} from fairseq-generate's H- lines."""
+    best = {}
+    for line in generate_output.splitlines():
+        if line.startswith("H-"):
+            tag, _score, text = (line.split("\t") + [""])[:3]
+            best.setdefault(int(tag[2:]), text)
+    return best
+
+
+def run_cli(args, cwd=None, env=None, check=True):
+    """Run a console command of the venv in a subprocess; return the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env["PATH"] = VENV_BIN + os.pathsep + full_env.get("PATH", "")
+    for var in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
+        full_env.pop(var, None)
+    full_env.update(env or {})
+    proc = subprocess.run(args, cwd=cwd or REPO, env=full_env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def assert_one_line_error(proc, message):
+    """Exit status 1 and our message as the last line of stderr, without a traceback.
+
+    (Importing fairseq logs an INFO line about tensorboardX before it: fairseq's own noise.)
+    """
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -8,6 +8,7 @@ import contextlib
 import io
 import os
 import random
+import socket
 import subprocess
 import sys
 
@@ -61,9 +62,14 @@ def preprocess(text_dir, dest, splits=("train", "valid", "test"), extra=()):
 
 def train(data, save_dir, extra=(), max_epoch=12):
     """Run fairseq-train in this process; return the best checkpoint's path."""
-    from fairseq import distributed_utils, options
+    from fairseq import checkpoint_utils, distributed_utils, options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq_cli import train as train_cli
+
+    # fairseq keeps the best validation score of the process in a function attribute;
+    # a second run in the same process would never write checkpoint_best.pt.
+    if hasattr(checkpoint_utils.save_checkpoint, "best"):
+        del checkpoint_utils.save_checkpoint.best
 
     argv = [data, "--user-dir", USER_DIR, "--save-dir", save_dir, *TINY_TRAIN_ARGS,
             "--max-epoch", str(max_epoch), *extra]
@@ -118,3 +124,30 @@ def assert_one_line_error(proc, message):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+#: fairseq's DDP on CPU: gloo, ranks started by us, and fairseq's own all-reduce
+#: (its pytorch_ddp backend passes GPU device ids, which torch refuses for CPU modules).
+def cpu_ddp_args(rank, world_size, port):
+    return ["--cpu", "--distributed-world-size", str(world_size), "--distributed-rank", str(rank),
+            "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
+            "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
+
+
+def run_ranks(argv, world_size=2, timeout=300):
+    """Run ``argv`` (a fairseq-train command) as ``world_size`` CPU ranks; return their outputs."""
+    port = free_port()
+    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""))
+    procs = [subprocess.Popen([*argv, *cpu_ddp_args(rank, world_size, port)], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in range(world_size)]
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for rank, (p, out) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"rank {rank} failed:\n{out[-3000:]}"
+    return outputs

@@ -1,0 +1,136 @@
+"""Word-level knowledge distillation (Kim & Rush 2016, §3.1; Hinton et al. 2015).
+
+Per target position t, with the teacher's word distribution q and the student's p:
+
+    loss = (1 - α) · Σ_t −log p(y_t)  +  α · T² · Σ_t Σ_v −q_T(v) log p_T(v)
+
+where p_T, q_T are the distributions at temperature T (softmax of logits / T).
+With ``--kd-topk k`` the teacher's distribution is cut to its k most probable
+words and renormalised per position (the student's log-probabilities stay
+those of the full softmax). Sums run over non-padding target tokens, like
+fairseq's ``cross_entropy``; with α = 0 the loss is exactly that criterion's.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from fairseq import utils
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import FairseqDataclass
+from fairseq.logging import metrics
+from omegaconf import II
+
+from fairseq_seqkd.teacher import FrozenTeacher, fail
+
+
+@dataclass
+class WordKDConfig(FairseqDataclass):
+    teacher_path: str = field(
+        default="", metadata={"help": "fairseq checkpoint of the teacher (any architecture; same dictionaries)"}
+    )
+    kd_alpha: float = field(
+        default=0.5, metadata={"help": "weight α of the distillation term; 1 - α weighs the gold-word NLL"}
+    )
+    kd_temperature: float = field(
+        default=1.0, metadata={"help": "softmax temperature T of teacher and student in the distillation term"}
+    )
+    kd_topk: int = field(
+        default=0, metadata={"help": "use only the teacher's k most probable words per position (0: all)"}
+    )
+    sentence_avg: bool = II("optimization.sentence_avg")
+
+
+def word_kd_loss(student_logits, target, padding_idx, alpha, temperature=1.0, teacher_logits=None,
+                 teacher_topk=None):
+    """The Word-KD loss and its two terms (each summed over non-padding targets).
+
+    The teacher comes either as full logits (B x T x V) or as ``teacher_topk``,
+    the ``(values, indices)`` of its k largest logits per position. Returns
+    ``(loss, nll, kd)``; ``kd`` is None when α = 0 (no teacher needed).
+    Computed in float32 whatever the models' dtype.
+    """
+    lprobs = utils.log_softmax(student_logits, dim=-1)  # float32
+    vocab = lprobs.size(-1)
+    nll = F.nll_loss(lprobs.view(-1, vocab), target.view(-1), ignore_index=padding_idx, reduction="sum")
+    if alpha == 0:
+        return nll, nll, None
+    student_t = lprobs if temperature == 1 else utils.log_softmax(student_logits / temperature, dim=-1)
+    if teacher_topk is not None:
+        top_logits, top_index = teacher_topk
+        q = F.softmax(top_logits.float() / temperature, dim=-1)  # renormalised over the k words
+        per_token = -(q * student_t.gather(-1, top_index)).sum(-1)
+    else:
+        q = F.softmax(teacher_logits.float() / temperature, dim=-1)
+        per_token = -(q * student_t).sum(-1)
+    kd = per_token.masked_fill(target.eq(padding_idx), 0.0).sum() * (temperature**2)
+    return (1 - alpha) * nll + alpha * kd, nll, kd
+
+
+@register_criterion("word_kd", dataclass=WordKDConfig)
+class WordKDCriterion(FairseqCriterion):
+    """Cross-entropy to the gold words mixed with cross-entropy to a frozen teacher's distribution."""
+
+    def __init__(self, task, teacher_path, kd_alpha, kd_temperature, kd_topk, sentence_avg):
+        super().__init__(task)
+        if not 0 <= kd_alpha <= 1:
+            fail(f"--kd-alpha {kd_alpha}: must be in [0, 1]")
+        if not kd_temperature > 0:
+            fail(f"--kd-temperature {kd_temperature}: must be > 0")
+        vocab = len(task.target_dictionary)
+        if not 0 <= kd_topk <= vocab:
+            fail(f"--kd-topk {kd_topk}: must be between 0 and the target vocabulary size {vocab}")
+        if not teacher_path:
+            fail("--criterion word_kd needs --teacher-path TEACHER.pt")
+        self.alpha = kd_alpha
+        self.temperature = kd_temperature
+        self.topk = kd_topk
+        self.sentence_avg = sentence_avg
+        # Not an nn.Module attribute on purpose: see fairseq_seqkd.teacher.
+        self.teacher = FrozenTeacher.load(teacher_path, task)
+
+    def forward(self, model, sample, reduce=True):
+        teacher_logits = teacher_topk = None
+        if self.alpha > 0:
+            # The teacher runs first: with --kd-topk its full logits are gone
+            # before the student's graph is built, which lowers peak memory.
+            self.teacher.follow(next(model.parameters()))
+            teacher_logits = self.teacher.logits(sample["net_input"])
+            if self.topk:
+                teacher_topk = teacher_logits.topk(self.topk, dim=-1)
+                teacher_logits = None
+        net_output = model(**sample["net_input"])
+        target = model.get_targets(sample, net_output)
+        loss, nll, kd = word_kd_loss(
+            net_output[0], target, self.padding_idx, self.alpha, self.temperature, teacher_logits, teacher_topk
+        )
+        sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
+        logging_output = {
+            "loss": loss.data,
+            "nll_loss": nll.data,
+            "ntokens": sample["ntokens"],
+            "nsentences": sample["target"].size(0),
+            "sample_size": sample_size,
+        }
+        if kd is not None:
+            logging_output["kd_loss"] = kd.data
+        return loss, sample_size, logging_output
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        loss_sum = sum(log.get("loss", 0) for log in logging_outputs)
+        nll_sum = sum(log.get("nll_loss", 0) for log in logging_outputs)
+        ntokens = sum(log.get("ntokens", 0) for log in logging_outputs)
+        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
+        # base 2, like fairseq's criterions
+        metrics.log_scalar("loss", loss_sum / sample_size / math.log(2), sample_size, round=3)
+        metrics.log_scalar("nll_loss", nll_sum / ntokens / math.log(2), ntokens, round=3)
+        if any("kd_loss" in log for log in logging_outputs):
+            kd_sum = sum(log.get("kd_loss", 0) for log in logging_outputs)
+            metrics.log_scalar("kd_loss", kd_sum / ntokens / math.log(2), ntokens, round=3)
+        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True

@@ -25,3 +25,15 @@ def toy_model(toy_data, tmp_path_factory):
     path = toydata.train(toy_data, save_dir)
     assert os.path.exists(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def other_vocab_data(tmp_path_factory):
+    """Toy data whose target dictionary has the same size as toy_data's but other symbols."""
+    folder = tmp_path_factory.mktemp("other_text")
+    toydata.write_toy_corpus(str(folder))
+    for name in os.listdir(folder):
+        if name.endswith(".tgt"):
+            path = folder / name
+            path.write_text(path.read_text().replace("t", "u"))
+    return toydata.preprocess(str(folder), str(tmp_path_factory.mktemp("other_bin")))

@@ -180,18 +180,6 @@ def test_bad_inputs_fail_before_training(setup, toy_model, toy_text, tmp_path):
             criterion(task, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def other_vocab_data(tmp_path_factory):
-    """Toy data whose target dictionary has the same size but other symbols."""
-    folder = tmp_path_factory.mktemp("other_text")
-    toydata.write_toy_corpus(str(folder))
-    for name in os.listdir(folder):
-        if name.endswith(".tgt"):
-            path = folder / name
-            path.write_text(path.read_text().replace("t", "u"))
-    return toydata.preprocess(str(folder), str(tmp_path_factory.mktemp("other_bin")))
-
-
 def test_dictionary_mismatch_names_both_dictionaries(other_vocab_data, toy_data, toy_model):
     with pytest.raises(SystemExit) as err:
         criterion(load_task(other_vocab_data), toy_model)
@@ -259,3 +247,31 @@ def test_word_kd_under_ddp_with_two_cpu_processes(toy_data, toy_model, tmp_path)
     per_epoch_single = single["optimizer_history"][-1]["num_updates"] // 12
     assert state["optimizer_history"][-1]["num_updates"] == 2 * math.ceil(per_epoch_single / 2)
     assert state["criterion"] is None and sorted(state["model"]) == sorted(single["model"])
+
+
+def test_kd_cache_equals_live_teacher_and_runs_the_teacher_once(setup, toy_model):
+    task, student, sample, _, _ = setup
+    live = criterion(task, toy_model, 0.5, 2.0, 5)
+    cached = WordKDCriterion(task, toy_model, 0.5, 2.0, 5, False, kd_cache=True)
+    calls = []
+    run = cached.teacher.logits
+    cached.teacher.logits = lambda net_input: calls.append(net_input["src_tokens"].size(0)) or run(net_input)
+    student.train()
+    torch.manual_seed(0)
+    expected = live(student, sample)[0]
+    half = {k: v for k, v in sample.items()}  # the first 5 sentences alone, then the whole batch
+    half["id"] = sample["id"][:5]
+    half["target"] = sample["target"][:5]
+    half["net_input"] = {k: v[:5] for k, v in sample["net_input"].items()}
+    torch.manual_seed(0)
+    cached(student, half)
+    torch.manual_seed(0)
+    got = cached(student, sample)[0]
+    torch.manual_seed(0)
+    again = cached(student, sample)[0]
+    student.eval()
+    assert calls == [5, sample["nsentences"] - 5]  # each sentence went through the teacher once
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    assert torch.equal(got, again)
+    with pytest.raises(SystemExit, match="--kd-cache needs --kd-topk"):
+        WordKDCriterion(task, toy_model, 0.5, 1.0, 0, False, kd_cache=True)

@@ -39,6 +39,12 @@ class WordKDConfig(FairseqDataclass):
     kd_topk: int = field(
         default=0, metadata={"help": "use only the teacher's k most probable words per position (0: all)"}
     )
+    kd_cache: bool = field(
+        default=False,
+        metadata={"help": "with --kd-topk: keep the teacher's top k for every training sentence the first time "
+                          "it is seen and reuse it in later epochs, so the teacher runs once per sentence "
+                          "(memory: 8 bytes x k x target tokens, on the CPU)"},
+    )
     sentence_avg: bool = II("optimization.sentence_avg")
 
 
@@ -72,7 +78,7 @@ def word_kd_loss(student_logits, target, padding_idx, alpha, temperature=1.0, te
 class WordKDCriterion(FairseqCriterion):
     """Cross-entropy to the gold words mixed with cross-entropy to a frozen teacher's distribution."""
 
-    def __init__(self, task, teacher_path, kd_alpha, kd_temperature, kd_topk, sentence_avg):
+    def __init__(self, task, teacher_path, kd_alpha, kd_temperature, kd_topk, sentence_avg, kd_cache=False):
         super().__init__(task)
         if not 0 <= kd_alpha <= 1:
             fail(f"--kd-alpha {kd_alpha}: must be in [0, 1]")
@@ -81,6 +87,8 @@ class WordKDCriterion(FairseqCriterion):
         vocab = len(task.target_dictionary)
         if not 0 <= kd_topk <= vocab:
             fail(f"--kd-topk {kd_topk}: must be between 0 and the target vocabulary size {vocab}")
+        if kd_cache and not kd_topk:
+            fail("--kd-cache needs --kd-topk K (the cache holds the teacher's top K words per position)")
         if not teacher_path:
             fail("--criterion word_kd needs --teacher-path TEACHER.pt")
         self.alpha = kd_alpha
@@ -89,6 +97,7 @@ class WordKDCriterion(FairseqCriterion):
         self.sentence_avg = sentence_avg
         # Not an nn.Module attribute on purpose: see fairseq_seqkd.teacher.
         self.teacher = FrozenTeacher.load(teacher_path, task)
+        self.cache = {} if kd_cache else None  # sentence id -> (top-k logits, indices) of its target positions
 
     def forward(self, model, sample, reduce=True):
         teacher_logits = teacher_topk = None
@@ -96,10 +105,13 @@ class WordKDCriterion(FairseqCriterion):
             # The teacher runs first: with --kd-topk its full logits are gone
             # before the student's graph is built, which lowers peak memory.
             self.teacher.follow(next(model.parameters()))
-            teacher_logits = self.teacher.logits(sample["net_input"])
-            if self.topk:
-                teacher_topk = teacher_logits.topk(self.topk, dim=-1)
-                teacher_logits = None
+            if self.cache is not None and model.training:
+                teacher_topk = self._cached_topk(sample)
+            else:
+                teacher_logits = self.teacher.logits(sample["net_input"])
+                if self.topk:
+                    teacher_topk = teacher_logits.topk(self.topk, dim=-1)
+                    teacher_logits = None
         net_output = model(**sample["net_input"])
         target = model.get_targets(sample, net_output)
         loss, nll, kd = word_kd_loss(
@@ -116,6 +128,35 @@ class WordKDCriterion(FairseqCriterion):
         if kd is not None:
             logging_output["kd_loss"] = kd.data
         return loss, sample_size, logging_output
+
+    def _cached_topk(self, sample):
+        """The teacher's top-k for a training batch, running it only on sentences not seen before.
+
+        Keyed by the dataset index, so only used in training (validation ids overlap).
+        """
+        ids = sample["id"].tolist()
+        target = sample["target"]
+        lengths = target.ne(self.padding_idx).sum(dim=1).tolist()
+        missing = [row for row, sid in enumerate(ids) if sid not in self.cache]
+        if missing:
+            rows = torch.tensor(missing, device=target.device)
+            net_input = {k: v.index_select(0, rows) if torch.is_tensor(v) and v.dim() > 0 else v
+                         for k, v in sample["net_input"].items()}
+            longest = int(net_input["src_lengths"].max())  # drop padding columns the kept rows do not need
+            src = net_input["src_tokens"]
+            left_pad = getattr(self.task.cfg, "left_pad_source", True)
+            net_input["src_tokens"] = src[:, src.size(1) - longest:] if left_pad else src[:, :longest]
+            values, index = self.teacher.logits(net_input).topk(self.topk, dim=-1)
+            for j, row in enumerate(missing):
+                n = lengths[row]
+                self.cache[ids[row]] = (values[j, :n].float().cpu(), index[j, :n].int().cpu())
+        values = torch.zeros(*target.shape, self.topk, dtype=torch.float32)
+        index = torch.zeros(*target.shape, self.topk, dtype=torch.long)
+        for row, sid in enumerate(ids):
+            v, i = self.cache[sid]
+            values[row, : v.size(0)] = v
+            index[row, : i.size(0)] = i
+        return values.to(target.device), index.to(target.device)
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:

@@ -28,6 +28,9 @@ setup(
     entry_points={
         "console_scripts": [
             "seqkd-prepare = fairseq_seqkd.cli.prepare:cli_main",
+            "seqkd-distill = fairseq_seqkd.cli.distill:cli_main",
+            "seqkd-select = fairseq_seqkd.cli.select:cli_main",
+            "seqkd-prune = fairseq_seqkd.cli.prune:cli_main",
         ],
     },
     classifiers=[

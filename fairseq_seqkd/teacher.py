@@ -90,6 +90,18 @@ def check_dictionaries(path, state, task):
         )
 
 
+def load_model(path, task, what="checkpoint"):
+    """A fairseq model from ``path``, built with ``task``'s dictionaries after checking they match."""
+    state = load_checkpoint_state(path, what=what)
+    check_dictionaries(path, state, task)
+    model_cfg = state["cfg"].model
+    model = task.build_model(model_cfg, from_checkpoint=True)
+    model.load_state_dict(state["model"], strict=True, model_cfg=model_cfg)
+    n = sum(p.numel() for p in model.parameters())
+    logger.info("loaded %s %s (%s, %d parameters)", what, path, model.__class__.__name__, n)
+    return model.eval()
+
+
 class FrozenTeacher:
     """A fairseq model in eval mode without gradients, following the student's device and dtype."""
 
@@ -101,14 +113,7 @@ class FrozenTeacher:
     @classmethod
     def load(cls, path, task):
         """Load ``path`` for a student trained on ``task`` (same dictionaries required)."""
-        state = load_checkpoint_state(path, what="teacher")
-        check_dictionaries(path, state, task)
-        model_cfg = state["cfg"].model
-        model = task.build_model(model_cfg, from_checkpoint=True)
-        model.load_state_dict(state["model"], strict=True, model_cfg=model_cfg)
-        n = sum(p.numel() for p in model.parameters())
-        logger.info("loaded teacher %s (%s, %d parameters)", path, model.__class__.__name__, n)
-        return cls(model)
+        return cls(load_model(path, task, what="teacher"))
 
     def follow(self, param: torch.Tensor):
         """Put the teacher on ``param``'s device and floating-point dtype (once per change)."""

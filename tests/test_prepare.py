@@ -1,8 +1,6 @@
 """seqkd-prepare: split, SentencePiece, binarize; the Bible text cleaning."""
 
-import json
 import os
-import shutil
 
 import pytest
 

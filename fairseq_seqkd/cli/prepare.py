@@ -20,9 +20,9 @@ import logging
 import os
 import random
 import shutil
-import sys
 import time
 
+from fairseq_seqkd.cli import setup_logging
 from fairseq_seqkd.textio import atomic_write_lines, read_lines
 
 logger = logging.getLogger("seqkd-prepare")
@@ -201,7 +201,7 @@ def prepare(args):
 
 
 def cli_main(argv=None):
-    logging.basicConfig(format="%(asctime)s | %(name)s | %(message)s", level=logging.INFO, stream=sys.stdout)
+    setup_logging()
     args = get_parser().parse_args(argv)
     prepare(args)
 

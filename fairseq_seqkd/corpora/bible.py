@@ -150,7 +150,8 @@ def main(argv=None):
     parser.add_argument("--out-dir", required=True, help="where to write bible.{es,en,kjv,ref}")
     parser.add_argument("--sword-path", default=SWORD_PATH, help="folder holding mods.d/ and modules/")
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(asctime)s | %(message)s", level=logging.INFO, stream=sys.stdout)
+    logging.basicConfig(format="%(asctime)s | %(message)s", level=logging.INFO, stream=sys.stdout,
+                        force=True)  # fairseq configures logging when imported
     os.makedirs(args.out_dir, exist_ok=True)
     refs, texts, stats = read_bible(args.sword_path)
     for key in MODULES:

@@ -1,0 +1,117 @@
+"""Seq-Inter selection speed: seqkd-select vs a plain loop of sacrebleu.sentence_bleu.
+
+Both read the same K-best lists, decode subwords the same way, pick the
+hypothesis with the highest sentence BLEU per sentence (earliest on ties) and
+write the chosen lines; we time each end to end (reading and writing
+included) and the selection alone, check that the choices are identical, and
+report hypotheses/s for 1 and 2 worker processes.
+
+    python benchmarks/bench_select.py --kbest FILE.kbest      # real K-best lists
+    python benchmarks/bench_select.py --sentences 1000 --nbest 35  # synthetic lists from Bible-like text
+"""
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+
+import sacrebleu
+
+from fairseq_seqkd.cli.select import get_parser, select
+from fairseq_seqkd.kbest import Sentence, check_complete, read_kbest, write_kbest_file
+from fairseq_seqkd.selection import decode
+from fairseq_seqkd.textio import atomic_write_lines
+
+WORDS = ("and the LORD said unto Moses , saying : Speak to the children of Israel that they bring me an "
+         "offering of every man whose heart is willing ; God created heaven earth . light darkness day "
+         "night , water land “ ” ’ s 12 3:4").split()
+
+
+def synthetic(n, k, seed=0):
+    rng = random.Random(seed)
+    sentences = []
+    for i in range(n):
+        ref = [rng.choice(WORDS) for _ in range(rng.randint(8, 30))]
+        hyps = []
+        for _ in range(k):
+            h = ref[:]
+            for _ in range(rng.randint(1, 8)):
+                op = rng.random()
+                if op < 0.4:
+                    h[rng.randrange(len(h))] = rng.choice(WORDS)
+                elif op < 0.7 and len(h) > 1:
+                    del h[rng.randrange(len(h))]
+                else:
+                    h.insert(rng.randrange(len(h) + 1), rng.choice(WORDS))
+            hyps.append(h)
+        sp = lambda ws: " ".join("\u2581" + w for w in ws)  # sentencepiece-like pieces
+        sentences.append(Sentence(i, f"source {i}", sp(ref), [(-0.1 * r, sp(h)) for r, h in enumerate(hyps)]))
+    return sentences
+
+
+def baseline(path, out_src, out_tgt, remove_bpe):
+    """The plain way: one sacrebleu.sentence_bleu call per hypothesis."""
+    sentences = check_complete(path, read_kbest(path), need_reference=True)
+    t0 = time.perf_counter()
+    chosen = []
+    for s in sentences:
+        ref = decode(s.reference, remove_bpe)
+        scores = [sacrebleu.sentence_bleu(decode(h, remove_bpe), [ref]).score for _, h in s.hyps]
+        chosen.append(scores.index(max(scores)))
+    select_time = time.perf_counter() - t0
+    atomic_write_lines(out_src, [s.source for s in sentences])
+    atomic_write_lines(out_tgt, [s.hyps[c][1] for s, c in zip(sentences, chosen)])
+    return chosen, select_time
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kbest", help="a K-best file or fairseq-generate output (default: synthetic lists)")
+    p.add_argument("--sentences", type=int, default=1000)
+    p.add_argument("--nbest", type=int, default=35)
+    p.add_argument("--remove-bpe", default="sentencepiece")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    tmp = tempfile.mkdtemp()
+    path = args.kbest
+    if path is None:
+        path = os.path.join(tmp, "synthetic.kbest")
+        write_kbest_file(path, synthetic(args.sentences, args.nbest), args.nbest)
+    table = read_kbest(path)
+    n_sent, n_hyp = len(table), sum(len(s.hyps) for s in table.values())
+    out = lambda name: os.path.join(tmp, name)
+    base_runs, base_select = [], []
+    ours = {1: [], 2: []}
+    for _ in range(args.repeats):
+        (base_chosen, sel), total = timed(lambda: baseline(path, out("b.src"), out("b.tgt"), args.remove_bpe))
+        base_runs.append(total)
+        base_select.append(sel)
+        for workers in (1, 2):
+            cli = get_parser().parse_args([path, "--out-src", out(f"o{workers}.src"), "--out-tgt",
+                                           out(f"o{workers}.tgt"), "--remove-bpe", args.remove_bpe,
+                                           "--workers", str(workers)])
+            chosen, total = timed(lambda: select(cli))
+            ours[workers].append(total)
+            assert chosen == base_chosen, "different choices!"
+    b = statistics.median(base_runs)
+    print(f"{'real' if args.kbest else 'synthetic'} K-best lists: {n_sent} sentences, {n_hyp} hypotheses "
+          f"({path}); python {sys.version.split()[0]}, sacrebleu {sacrebleu.__version__}")
+    print(f"  sacrebleu loop: {b:.2f}s end to end ({n_hyp / b:,.0f} hypotheses/s), "
+          f"selection alone {statistics.median(base_select):.2f}s")
+    for workers, runs in ours.items():
+        m = statistics.median(runs)
+        print(f"  seqkd-select --workers {workers}: {m:.2f}s end to end ({n_hyp / m:,.0f} hypotheses/s), "
+              f"speed-up {b / m:.1f}x; identical choices")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""K-best lists: read fairseq-generate output or our K-best file; write ours in corpus order.
+
+Our K-best file is tab-separated text, one row per line, sentences in id order::
+
+    #seqkd-kbest<TAB>v1<TAB>sentences=N<TAB>nbest=K
+    ID<TAB>S<TAB><TAB>source
+    ID<TAB>T<TAB><TAB>reference          (when the data has references)
+    ID<TAB>RANK<TAB>SCORE<TAB>hypothesis (RANK 0 is the best; SCORE as fairseq's H- lines: log2, length-normalised)
+
+fairseq-generate's output (``S-``, ``T-``, ``H-`` lines; ``D-``, ``P-`` and
+other lines are ignored) can come in any batch order and with ``--nbest K``.
+Either way a malformed input stops with ``FILE:LINE: what is wrong``.
+"""
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from fairseq_seqkd.textio import atomic_open
+
+HEADER = "#seqkd-kbest"
+_GENERATE_LINE = re.compile(r"^([A-Z])-(\d+)\t")
+
+
+class KBestError(Exception):
+    """A malformed K-best input; ``str()`` is ``FILE:LINE: what is wrong``."""
+
+    def __init__(self, path, line, message):
+        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+
+
+@dataclass
+class Sentence:
+    id: int
+    source: Optional[str] = None
+    reference: Optional[str] = None
+    hyps: List[Tuple[float, str]] = field(default_factory=list)  # (score, text), best first
+    first_line: int = 0  # where the sentence was first seen, for error messages
+    hyp_line: int = 0  # where its first hypothesis was
+
+
+def _score(path, number, text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise KBestError(path, number, f"score {text!r} is not a number")
+    if math.isnan(value):
+        raise KBestError(path, number, f"score {text!r} is not a number")
+    return value
+
+
+def _read_raw_lines(path):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise KBestError(path, 0, e.strerror.lower())
+    if not data:
+        raise KBestError(path, 0, "empty file")
+    if not data.endswith(b"\n"):
+        raise KBestError(path, data.count(b"\n") + 1, "truncated: the last line has no newline")
+    lines = data[:-1].split(b"\n")
+    out = []
+    for number, line in enumerate(lines, 1):
+        try:
+            out.append(line.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError:
+            raise KBestError(path, number, "not UTF-8 text")
+    return out
+
+
+def _sentence(table, sid, number):
+    entry = table.get(sid)
+    if entry is None:
+        entry = table[sid] = Sentence(sid, first_line=number)
+    return entry
+
+
+def _set_once(path, number, entry, attr, text, what):
+    old = getattr(entry, attr)
+    if old is not None and old != text:
+        raise KBestError(path, number, f"sentence {entry.id} has a second, different {what}")
+    setattr(entry, attr, text)
+
+
+def read_generate_output(path) -> Dict[int, Sentence]:
+    """Sentences from fairseq-generate's output (S-, T-, H- lines, any order)."""
+    table: Dict[int, Sentence] = {}
+    for number, line in enumerate(_read_raw_lines(path), 1):
+        match = _GENERATE_LINE.match(line)
+        if not match:
+            if re.match(r"^[STH]-", line):
+                raise KBestError(path, number, f"malformed {line[:2]} line: {line[:60]!r}")
+            continue  # log lines and the final BLEU line are not data
+        kind, sid = match.group(1), int(match.group(2))
+        rest = line[match.end():]
+        if kind == "S":
+            _set_once(path, number, _sentence(table, sid, number), "source", rest, "source (S-) line")
+        elif kind == "T":
+            _set_once(path, number, _sentence(table, sid, number), "reference", rest, "reference (T-) line")
+        elif kind == "H":
+            score, sep, text = rest.partition("\t")
+            entry = _sentence(table, sid, number)
+            entry.hyp_line = entry.hyp_line or number
+            entry.hyps.append((_score(path, number, score), text))
+    return table
+
+
+def read_kbest_file(path) -> Dict[int, Sentence]:
+    """Sentences from our K-best file (see the module docstring)."""
+    lines = _read_raw_lines(path)
+    head = lines[0].split("\t")
+    fields = dict(part.split("=", 1) for part in head[2:] if "=" in part)
+    if head[0] != HEADER or "sentences" not in fields:
+        raise KBestError(path, 1, f"not a K-best file (expected a first line starting with {HEADER})")
+    expected = int(fields["sentences"])
+    table: Dict[int, Sentence] = {}
+    for number, line in enumerate(lines[1:], 2):
+        parts = line.split("\t", 3)
+        if len(parts) != 4:
+            raise KBestError(path, number, f"expected 4 tab-separated fields, found {len(parts)}")
+        sid_text, rank, score, text = parts
+        if not sid_text.isdigit():
+            raise KBestError(path, number, f"sentence id {sid_text!r} is not a number")
+        entry = _sentence(table, int(sid_text), number)
+        if rank == "S":
+            _set_once(path, number, entry, "source", text, "source row")
+        elif rank == "T":
+            _set_once(path, number, entry, "reference", text, "reference row")
+        elif rank.isdigit():
+            if int(rank) != len(entry.hyps):
+                raise KBestError(path, number, f"rank {rank} of sentence {entry.id} out of order "
+                                               f"(expected {len(entry.hyps)})")
+            entry.hyp_line = entry.hyp_line or number
+            entry.hyps.append((_score(path, number, score), text))
+        else:
+            raise KBestError(path, number, f"rank {rank!r} is neither a number nor S or T")
+    if len(table) != expected:
+        raise KBestError(path, len(lines), f"truncated: {len(table)} sentences, the header says {expected}")
+    return table
+
+
+def read_kbest(path) -> Dict[int, Sentence]:
+    """Our K-best file or fairseq-generate output, told apart by the first line."""
+    with open(path, "rb") as f:
+        first = f.readline()
+    if first.startswith(HEADER.encode()):
+        return read_kbest_file(path)
+    return read_generate_output(path)
+
+
+def check_complete(path, table, need_reference=False, num_sentences=None):
+    """Sentences in id order; stop on gaps, sentences without hypotheses or references."""
+    if not table:
+        raise KBestError(path, 0, "no sentences found")
+    ids = sorted(table)
+    n = num_sentences if num_sentences is not None else ids[-1] + 1
+    missing = sorted(set(range(n)) - set(ids))
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        raise KBestError(path, 0, f"{len(missing)} sentence id(s) missing ({shown}); with fairseq-generate "
+                                  f"use --task seqkd_translation (or --required-batch-size-multiple 1)")
+    if ids[-1] >= n:
+        raise KBestError(path, table[ids[-1]].first_line, f"sentence id {ids[-1]} beyond the expected {n}")
+    sentences = [table[i] for i in ids]
+    for entry in sentences:
+        if not entry.hyps:
+            raise KBestError(path, entry.first_line, f"sentence {entry.id} has no hypotheses")
+        if need_reference and entry.reference is None:
+            raise KBestError(path, entry.hyp_line, f"hypothesis for sentence {entry.id}, which has no "
+                                                     f"reference (T-) line")
+    return sentences
+
+
+def write_kbest_file(path, sentences, nbest):
+    """Write sentences (in the given order, which should be id order) atomically."""
+    with atomic_open(path) as f:
+        f.write(f"{HEADER}\tv1\tsentences={len(sentences)}\tnbest={nbest}\n")
+        for s in sentences:
+            if s.source is not None:
+                f.write(f"{s.id}\tS\t\t{s.source}\n")
+            if s.reference is not None:
+                f.write(f"{s.id}\tT\t\t{s.reference}\n")
+            for rank, (score, text) in enumerate(s.hyps):
+                f.write(f"{s.id}\t{rank}\t{score}\t{text}\n")

@@ -1,0 +1,157 @@
+"""seqkd-distill and K-best writing: order, equality with fairseq-generate, shards, resume, Seq-Inter."""
+
+import filecmp
+import os
+
+import pytest
+import sacrebleu
+
+import toydata
+from fairseq_seqkd.cli.distill import distill, get_parser
+from fairseq_seqkd.kbest import read_kbest
+
+
+def run(data, model, prefix, *extra):
+    return distill(get_parser().parse_args([data, "--path", model, "--out-prefix", str(prefix), "--cpu",
+                                            "--batch-size", "40", *extra]))
+
+
+def lines(path):
+    with open(path) as f:
+        return f.read().split("\n")[:-1]
+
+
+@pytest.fixture(scope="module")
+def plain(toy_data, toy_model, tmp_path_factory):
+    prefix = tmp_path_factory.mktemp("plain") / "train.kd"
+    run(toy_data, toy_model, prefix, "--beam", "5")
+    return prefix
+
+
+def test_corpus_order_kept_and_nothing_left_behind(plain, toy_text):
+    assert lines(f"{plain}.src") == lines(os.path.join(toy_text, "train.src"))  # batches were length-sorted
+    assert len(lines(f"{plain}.tgt")) == 1500
+    assert sorted(os.listdir(plain.parent)) == ["train.kd.src", "train.kd.tgt"]
+
+
+def test_top1_equals_fairseq_generate(plain, toy_data, toy_model):
+    out = toydata.generate(toy_data, toy_model, ["--beam", "5", "--batch-size", "64"], subset="train")
+    best = toydata.hypotheses(out)
+    assert [best[i] for i in range(1500)] == lines(f"{plain}.tgt")
+
+
+def test_shards_merged_equal_unsharded(plain, toy_data, toy_model, tmp_path):
+    prefix = tmp_path / "train.kd"
+    for shard in (2, 0, 1):
+        assert run(toy_data, toy_model, prefix, "--beam", "5", "--num-shards", "3", "--shard-id", str(shard)) is None
+    assert sorted(os.listdir(tmp_path)) == [f"train.kd.shard-{i}-of-3.jsonl" for i in range(3)]
+    distill(get_parser().parse_args(["--merge", "--out-prefix", str(prefix), "--num-shards", "3"]))
+    for ext in ("src", "tgt"):
+        assert filecmp.cmp(f"{prefix}.{ext}", f"{plain}.{ext}", shallow=False)
+
+
+def test_merge_refuses_unfinished_shards(toy_data, toy_model, tmp_path):
+    prefix = tmp_path / "train.kd"
+    run(toy_data, toy_model, prefix, "--num-shards", "2", "--shard-id", "0")
+    with pytest.raises(SystemExit, match="shard-1-of-2.jsonl: missing"):
+        distill(get_parser().parse_args(["--merge", "--out-prefix", str(prefix), "--num-shards", "2"]))
+    assert not os.path.exists(f"{prefix}.tgt")
+
+
+def test_resume_after_a_kill_equals_uninterrupted(plain, toy_data, toy_model, tmp_path):
+    prefix = tmp_path / "train.kd"
+    run(toy_data, toy_model, prefix, "--beam", "5", "--stop-after-batches", "11")
+    state = tmp_path / "train.kd.shard-0-of-1.jsonl"
+    assert not os.path.exists(f"{prefix}.tgt") and len(lines(state)) == 1 + 11
+    with open(state, "a") as f:  # killed in the middle of writing the next batch
+        f.write('{"batch": 3, "sentences": [{"id": 7, "src": "s1')
+    with pytest.raises(SystemExit, match="exists .* add --resume"):
+        run(toy_data, toy_model, prefix, "--beam", "5")
+    with pytest.raises(SystemExit, match=r"started with other options \(beam\)"):
+        run(toy_data, toy_model, prefix, "--beam", "4", "--resume")
+    run(toy_data, toy_model, prefix, "--beam", "5", "--resume")
+    for ext in ("src", "tgt"):
+        assert filecmp.cmp(f"{prefix}.{ext}", f"{plain}.{ext}", shallow=False)
+    assert not state.exists()
+
+
+def test_seq_inter_keeps_the_best_bleu_of_the_kbest_list(plain, toy_data, toy_model, toy_text, tmp_path):
+    prefix = tmp_path / "train.inter"
+    config = run(toy_data, toy_model, prefix, "--beam", "6", "--nbest", "6", "--select", "seq-inter",
+                 "--remove-bpe", "none", "--write-kbest", "--binarize", str(tmp_path / "bin"))
+    table = read_kbest(f"{prefix}.kbest")
+    refs = lines(os.path.join(toy_text, "train.tgt"))
+    chosen = lines(f"{prefix}.tgt")
+    assert len(table) == len(chosen) == 1500 and config["nbest"] == 6
+    changed = 0
+    for i in range(1500):
+        entry = table[i]
+        assert entry.reference == refs[i] and len(entry.hyps) == 6
+        scores = [sacrebleu.sentence_bleu(h, [refs[i]]).score for _, h in entry.hyps]
+        assert chosen[i] == entry.hyps[scores.index(max(scores))][1]
+        changed += chosen[i] != entry.hyps[0][1]
+    assert [table[i].hyps[0][1] for i in range(1500)] == lines(f"{plain}.tgt")  # rank 1 is plain Seq-KD
+    assert changed > 0  # the toy teacher is not perfect on every training sentence
+    # --binarize: the distilled corpus with the original dictionaries and valid/test sets
+    from fairseq.data import Dictionary, data_utils
+
+    d = Dictionary.load(os.path.join(tmp_path, "bin", "dict.tgt.txt"))
+    ds = data_utils.load_indexed_dataset(os.path.join(tmp_path, "bin", "train.src-tgt.tgt"), d)
+    assert [d.string(ds[i]) for i in range(len(ds))] == chosen
+    assert sorted(os.listdir(tmp_path / "bin")) == sorted(os.listdir(toy_data))
+
+
+def test_fairseq_generate_kbest_out(toy_data, toy_model, tmp_path):
+    path = str(tmp_path / "test.kbest")
+    out = toydata.generate(toy_data, toy_model, ["--beam", "4", "--nbest", "4", "--kbest-out", path])
+    table = read_kbest(path)
+    assert sorted(table) == list(range(100))
+    h_lines = {}
+    for line in out.splitlines():
+        if line.startswith("H-"):
+            tag, score, text = line.split("\t")
+            h_lines.setdefault(int(tag[2:]), []).append((float(score), text))
+    for i in range(100):
+        assert [t for _, t in table[i].hyps] == [t for _, t in h_lines[i]]
+        assert [s for s, _ in table[i].hyps] == pytest.approx([s for s, _ in h_lines[i]], abs=1e-6)
+
+
+def test_bad_inputs(toy_data, toy_model, tmp_path):
+    cases = [
+        ([str(tmp_path / "nope"), "--path", toy_model], ".*nope: no such data folder"),
+        ([toy_data, "--path", str(tmp_path / "t.pt")], "teacher .*t.pt: no such file"),
+        ([toy_data, "--path", toy_model, "--nbest", "6"], r"--nbest 6 is larger than --beam 5"),
+        ([toy_data, "--path", toy_model, "--select", "seq-inter"], "--select seq-inter needs --nbest K"),
+        ([toy_data, "--path", toy_model, "--shard-id", "2", "--num-shards", "2"], r"--shard-id 2"),
+        ([toy_data, "--path", toy_model, "--subset", "dev"], "cannot load subset 'dev'"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit, match="^error: (.* )?" + message):
+            distill(get_parser().parse_args([*argv, "--out-prefix", str(tmp_path / "o"), "--cpu"]))
+    assert os.listdir(tmp_path) == []
+
+
+def test_teacher_with_other_dictionary_is_refused(other_vocab_data, toy_model, tmp_path):
+    proc = toydata.run_cli(["seqkd-distill", other_vocab_data, "--path", toy_model, "--out-prefix",
+                            str(tmp_path / "o"), "--cpu"], check=False)
+    toydata.assert_one_line_error(proc, "target dictionary")
+    assert os.listdir(tmp_path) == []
+
+
+
+def test_two_processes_at_once_merge_to_the_unsharded_output(plain, toy_data, toy_model, tmp_path):
+    """Issue 7's multi-process check: two shards decoded concurrently by two processes, then merged."""
+    import subprocess
+
+    prefix = str(tmp_path / "train.kd")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=toydata.VENV_BIN + os.pathsep + os.environ["PATH"])
+    procs = [subprocess.Popen(["seqkd-distill", toy_data, "--path", toy_model, "--out-prefix", prefix, "--cpu",
+                               "--batch-size", "40", "--beam", "5", "--num-shards", "2", "--shard-id", str(i)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in (0, 1)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert all("when all 2 shards are done" in out for out in outputs)
+    distill(get_parser().parse_args(["--merge", "--out-prefix", prefix, "--num-shards", "2"]))
+    for ext in ("src", "tgt"):
+        assert filecmp.cmp(f"{prefix}.{ext}", f"{plain}.{ext}", shallow=False)

@@ -1,0 +1,169 @@
+"""Magnitude pruning: exact masks, masks held fixed while training, sparse export, bad inputs."""
+
+import os
+
+import pytest
+import torch
+
+import toydata
+from fairseq_seqkd import pruning
+from fairseq_seqkd.cli.prune import get_parser, prune
+
+
+def fake_state(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = lambda *shape: (torch.randint(-20, 21, shape, generator=g) / 10.0)  # many ties, some zeros
+    return {"encoder.embed_tokens.weight": q(12, 6), "encoder.lstm.weight_ih_l0": q(24, 6),
+            "encoder.lstm.bias_ih_l0": q(24), "decoder.fc_out.weight": q(12, 6), "decoder.fc_out.bias": q(12)}
+
+
+def oracle_blind(state, ratio, names):
+    """Pruned positions by a stable sort on (magnitude, position) over the concatenation."""
+    flat = [(abs(float(v)), pos, name, i) for pos, (name, i, v) in enumerate(
+        (name, i, v) for name in names for i, v in enumerate(state[name].flatten().tolist()))]
+    flat.sort(key=lambda x: (x[0], x[1]))
+    return {(name, i) for _, _, name, i in flat[:round(ratio * len(flat))]}
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.5, 0.8, 0.9, 0.999])
+@pytest.mark.parametrize("scope", ["all", "no-embeddings"])
+def test_class_blind_prunes_exactly_the_smallest(ratio, scope):
+    state = fake_state()
+    masks = pruning.magnitude_masks(state, ratio, "class-blind", scope)
+    names = [n for n in state if state[n].dim() >= 2 and (scope == "all" or "embed" not in n)]
+    assert list(masks) == names  # biases (and embeddings out of scope) untouched
+    expected = oracle_blind(state, ratio, names)
+    got = {(name, i) for name in names for i, keep in enumerate(masks[name].flatten().tolist()) if not keep}
+    assert got == expected and len(got) == round(ratio * sum(state[n].numel() for n in names))
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.85])
+def test_class_uniform_prunes_the_same_fraction_of_each_tensor(ratio):
+    state = fake_state(1)
+    masks = pruning.magnitude_masks(state, ratio, "class-uniform")
+    for name, mask in masks.items():
+        assert int((~mask).sum()) == round(ratio * mask.numel())
+        expected = oracle_blind({name: state[name]}, ratio, [name])
+        assert {(name, i) for i, k in enumerate(mask.flatten().tolist()) if not k} == expected
+
+
+def test_pack_roundtrip():
+    for n in (1, 7, 8, 9, 1000):
+        mask = torch.rand(n, 3) > 0.4
+        assert torch.equal(pruning.unpack(pruning.pack(mask)), mask)
+
+
+def prunable_zeros(model_state):
+    weights = pruning.prunable(model_state)
+    return {n: t == 0 for n, t in weights.items()}, sum(t.numel() for t in weights.values())
+
+
+@pytest.fixture(scope="module")
+def pruned(toy_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pruned")
+    out, sparse = str(folder / "pruned.pt"), str(folder / "sparse.pt")
+    prune(get_parser().parse_args([toy_model, out, "--ratio", "0.8", "--export-sparse", sparse]))
+    return out, sparse
+
+
+def test_seqkd_prune_checkpoint(pruned, toy_model):
+    out, _ = pruned
+    state = torch.load(out, weights_only=False)
+    zeros, n = prunable_zeros(state["model"])
+    assert sum(int(z.sum()) for z in zeros.values()) == round(0.8 * n)
+    original = torch.load(toy_model, weights_only=False)["model"]
+    for name, t in state["model"].items():
+        if name not in zeros:
+            assert torch.equal(t, original[name])  # biases untouched
+        else:
+            assert torch.equal(t[~zeros[name]], original[name][~zeros[name]])  # kept weights unchanged
+    packed = state["extra_state"]["SeqKDTranslationTask"]["prune_masks"]
+    assert all(torch.equal(pruning.unpack(packed[name]), ~zeros[name]) for name in zeros)
+
+
+def test_generate_loads_the_pruned_checkpoint(pruned, toy_data):
+    out = toydata.generate(toy_data, pruned[0], ["--beam", "2"])
+    assert len(toydata.hypotheses(out)) == 100
+
+
+def test_sparse_export_roundtrips_bit_for_bit(pruned, tmp_path):
+    out, sparse = pruned
+    dense = str(tmp_path / "dense.pt")
+    prune(get_parser().parse_args([sparse, dense, "--densify"]))
+    a, b = torch.load(out, weights_only=False)["model"], torch.load(dense, weights_only=False)["model"]
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+    weights_bytes = sum(t.numel() * t.element_size() for t in a.values())
+    assert os.path.getsize(sparse) < 0.6 * weights_bytes + 20000  # 20% kept: values + int32 indices
+
+
+def held_zeros_after_training(toy_data, start, save_dir, *extra, epochs=3):
+    toydata.train(toy_data, save_dir, [*extra], max_epoch=epochs)
+    return torch.load(os.path.join(save_dir, "checkpoint_last.pt"), weights_only=False)
+
+
+@pytest.mark.parametrize("extra", [[], ["--update-freq", "2"], ["--memory-efficient-fp16", "--cpu"]],
+                         ids=["adam", "grad-accumulation", "fp16"])
+def test_pruned_weights_stay_zero_while_retraining(pruned, toy_data, tmp_path, extra):
+    before = torch.load(pruned[0], weights_only=False)["model"]
+    mask_zero, _ = prunable_zeros(before)
+    state = held_zeros_after_training(toy_data, pruned[0], str(tmp_path / "retrain"),
+                                      "--finetune-from-model", pruned[0], *extra)
+    after_zero, _ = prunable_zeros(state["model"])
+    for name in mask_zero:
+        assert torch.equal(after_zero[name], mask_zero[name]), name  # exactly the mask: zeros held, others trained
+    changed = sum(int((state["model"][n] != before[n]).sum()) for n in mask_zero)
+    assert changed > 0.9 * sum(int((~z).sum()) for z in mask_zero.values())
+    packed = state["extra_state"]["SeqKDTranslationTask"]["prune_masks"]
+    assert all(torch.equal(pruning.unpack(packed[n]), ~mask_zero[n]) for n in mask_zero)
+
+
+def test_restore_with_old_optimizer_state_and_resume_keep_the_mask(pruned, toy_data, tmp_path):
+    """--restore-file keeps the pre-pruning Adam moments (non-zero for pruned weights); zeros still hold.
+    Then a resumed run (masks from the checkpoint) keeps them too."""
+    save_dir = str(tmp_path / "restore")
+    mask_zero, _ = prunable_zeros(torch.load(pruned[0], weights_only=False)["model"])
+    state = held_zeros_after_training(toy_data, pruned[0], save_dir, "--restore-file", pruned[0],
+                                      "--reset-dataloader", epochs=14)
+    assert all(torch.equal(prunable_zeros(state["model"])[0][n], mask_zero[n]) for n in mask_zero)
+    state = held_zeros_after_training(toy_data, None, save_dir, epochs=16)  # resumes checkpoint_last.pt
+    assert state["extra_state"]["train_iterator"]["epoch"] == 17
+    assert all(torch.equal(prunable_zeros(state["model"])[0][n], mask_zero[n]) for n in mask_zero)
+
+
+def test_prune_ratio_option_prunes_when_training_starts(toy_model, toy_data, tmp_path):
+    state = held_zeros_after_training(toy_data, toy_model, str(tmp_path / "pr"), "--finetune-from-model", toy_model,
+                                      "--prune-ratio", "0.5", "--prune-scheme", "class-uniform", epochs=2)
+    expected = pruning.magnitude_masks(torch.load(toy_model, weights_only=False)["model"], 0.5, "class-uniform")
+    zeros, _ = prunable_zeros(state["model"])
+    assert all(torch.equal(zeros[n], ~expected[n]) for n in expected)
+
+
+def test_report_counts(pruned, capsys):
+    prune(get_parser().parse_args([pruned[0], "--report"]))
+    out = capsys.readouterr().out.splitlines()
+    state = torch.load(pruned[0], weights_only=False)["model"]
+    total = sum(t.numel() for t in state.values())
+    nonzero = sum(int(t.count_nonzero()) for t in state.values())
+    assert out[-1].split()[:3] == ["total", f"{total:,d}", f"{nonzero:,d}"]
+    emb = [line for line in out if line.startswith("embeddings")][0].split()
+    assert int(emb[1].replace(",", "")) == sum(t.numel() for n, t in state.items() if "embed_tokens" in n)
+
+
+def test_bad_inputs(toy_model, tmp_path):
+    not_ckpt = tmp_path / "x.pt"
+    not_ckpt.write_text("hello")
+    out = str(tmp_path / "out.pt")
+    cases = [
+        ([toy_model, out, "--ratio", "1.0"], r"--ratio 1.0: must be in \[0, 1\)"),
+        ([toy_model, out, "--ratio", "-0.1"], r"--ratio -0.1"),
+        ([str(tmp_path / "missing.pt"), out, "--ratio", "0.5"], "missing.pt: no such file"),
+        ([str(not_ckpt), out, "--ratio", "0.5"], "x.pt: not a fairseq checkpoint"),
+        ([toy_model, toy_model, "--ratio", "0.5"], "the output must not be the input"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit, match=message):
+            prune(get_parser().parse_args(argv))
+    assert sorted(os.listdir(tmp_path)) == ["x.pt"]
+    proc = toydata.run_cli(["seqkd-prune", toy_model, out, "--ratio", "1.5"], check=False)
+    toydata.assert_one_line_error(proc, "--ratio 1.5: must be in [0, 1)")
+    assert sorted(os.listdir(tmp_path)) == ["x.pt"]

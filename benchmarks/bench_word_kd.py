@@ -32,6 +32,8 @@ from fairseq_seqkd.teacher import FrozenTeacher
 
 
 class _Task:
+    cfg = argparse.Namespace(left_pad_source=True)
+
     def __init__(self, vocab):
         d = Dictionary()
         for i in range(vocab - len(d)):

@@ -92,10 +92,12 @@ class SentenceBleu:
         r = self.tokens(ref)
         ref_len = len(r)
         ref_lists = _ngram_lists(r)
+        ref_lists[0] = r  # unigrams as plain tokens, bigger n-grams as tuples
         ref_sets = [set(grams) for grams in ref_lists]
         # n-grams the reference repeats, per order: the only ones where clipping can exceed 1
         repeated = [{g: c for g, c in Counter(grams).items() if c > 1} for grams in ref_lists]
         checks = [(n, rep.keys(), rep) for n, rep in enumerate(repeated) if rep]
+        set1, set2, set3, set4 = ref_sets
         done = {}
         out = []
         for hyp in hyps:
@@ -103,18 +105,21 @@ class SentenceBleu:
             if score is None:
                 t = self.tokens(hyp)
                 length = len(t)
-                hyp_lists = _ngram_lists(t)
-                hyp_sets = [set(grams) for grams in hyp_lists]
+                t1 = t[1:]
+                t2 = t1[1:]
+                hyp_sets = [set(t), set(zip(t, t1)), set(zip(t, t1, t2)), set(zip(t, t1, t2, t2[1:]))]
                 # distinct matched n-grams; each counts once unless repeated on both sides
-                correct = [len(a & b) for a, b in zip(ref_sets, hyp_sets)]
-                for n, keys, rep in checks:
-                    if len(hyp_lists[n]) == len(hyp_sets[n]):
-                        continue  # the hypothesis repeats no n-gram of this order
-                    for g in keys & hyp_sets[n]:
-                        extra = min(hyp_lists[n].count(g), rep[g]) - 1
-                        if extra > 0:
-                            correct[n] += extra
+                correct = [len(set1 & hyp_sets[0]), len(set2 & hyp_sets[1]), len(set3 & hyp_sets[2]),
+                           len(set4 & hyp_sets[3])]
                 total = [length, max(0, length - 1), max(0, length - 2), max(0, length - 3)]
+                for n, keys, rep in checks:
+                    if total[n] == len(hyp_sets[n]):
+                        continue  # the hypothesis repeats no n-gram of this order
+                    both = keys & hyp_sets[n]
+                    if both:
+                        grams = t if n == 0 else _ngram_lists(t)[n]
+                        for g in both:  # clip at the smaller of the two counts
+                            correct[n] += min(grams.count(g), rep[g]) - 1
                 score = done[hyp] = self._score(correct, total, length, ref_len)
             out.append(score)
         return out

@@ -27,6 +27,10 @@ LUONG_SHAPES = {
     "luong_lstm_2x256": (2, 256),
     "luong_lstm_2x128": (2, 128),
     "luong_lstm_2x64": (2, 64),
+    "luong_lstm_1x384": (1, 384),
+    "luong_lstm_1x256": (1, 256),
+    "luong_lstm_1x192": (1, 192),
+    "luong_lstm_1x128": (1, 128),
     "luong_lstm_1x32": (1, 32),
 }
 

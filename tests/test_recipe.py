@@ -1,0 +1,206 @@
+"""The Bible recipe end to end on a tiny stand-in corpus; every command it runs parses."""
+
+import json
+import os
+import shlex
+import subprocess
+
+import pytest
+import torch
+
+import toydata
+from fairseq_seqkd import pruning
+
+RUN = os.path.join(toydata.REPO, "examples", "bible", "run.sh")
+NAMES = ["Teacher 1x32", "Baseline 1x32", "Word-KD", "Seq-KD", "Baseline + Seq-Inter", "Seq-KD + Word-KD",
+         "Seq-KD + Seq-Inter + Word-KD"] + [f"Seq-KD + Seq-Inter + Word-KD, pruned {r}%" for r in (50, 80, 90)]
+
+
+def run_recipe(workdir, corpus, *extra):
+    env = dict(os.environ, PATH=toydata.VENV_BIN + os.pathsep + os.environ["PATH"])
+    return subprocess.run(["bash", RUN, "--preset", "tiny", "--workdir", str(workdir), "--src", corpus["src"],
+                           "--tgt", corpus["tgt"], "--src-lang", "xx", "--tgt-lang", "yy", *extra],
+                          capture_output=True, text=True, env=env, cwd=toydata.REPO)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    pairs = toydata.toy_pairs(600, seed=11, max_len=9)
+    paths = {"src": str(folder / "c.xx"), "tgt": str(folder / "c.yy")}
+    for side, key in ((0, "src"), (1, "tgt")):
+        with open(paths[key], "w") as f:
+            f.writelines(p[side] + "\n" for p in pairs)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def recipe(corpus, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    proc = run_recipe(workdir, corpus)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return workdir, proc
+
+
+def test_every_model_is_evaluated_and_reported(recipe):
+    workdir, proc = recipe
+    with open(workdir / "results.json") as f:
+        rows = json.load(f)
+    assert [r["name"] for r in rows] == NAMES
+    with open(workdir / "results.md") as f:
+        table = f.read()
+    assert all(f"| {name} |" in table for name in NAMES)
+    assert (workdir / "results.png").stat().st_size > 10000
+    for line in proc.stdout.splitlines():
+        if line.startswith("[") and "finished in" in line:
+            assert line.rstrip().endswith("s")  # every step says how long it took
+
+
+def test_distilled_corpora_and_pruned_models(recipe):
+    workdir, _ = recipe
+    train = workdir / "data" / "raw" / "train.xx"
+    with open(train) as f:
+        sources = f.read().splitlines()
+    for name in ("train.seqkd", "train.inter"):
+        with open(workdir / "distill" / f"{name}.yy") as f:
+            assert len(f.read().splitlines()) == len(sources) == 400
+    for ratio in (50, 80, 90):
+        state = torch.load(workdir / "models" / f"pruned-{ratio}" / "checkpoint_best.pt", weights_only=False)
+        weights = pruning.prunable(state["model"])
+        zeros = sum(int((t == 0).sum()) for t in weights.values())
+        assert zeros == round(ratio / 100 * sum(t.numel() for t in weights.values()))
+
+
+def test_rerun_resumes_without_redoing_anything(recipe, corpus):
+    workdir, _ = recipe
+    before = os.path.getmtime(workdir / "models" / "teacher" / "checkpoint_best.pt")
+    proc = run_recipe(workdir, corpus)
+    assert proc.returncode == 0
+    steps = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+    redone = [line for line in steps if "done already" not in line and not line.startswith("[report]")]
+    assert redone == [], redone
+    assert os.path.getmtime(workdir / "models" / "teacher" / "checkpoint_best.pt") == before
+
+
+def parse_commands(dry_run_output):
+    """Every command of a --dry-run, parsed by the parser of the tool that would run it."""
+    from fairseq import options
+
+    from fairseq_seqkd.cli import distill, eval as eval_cli, prepare, prune, report, select
+    from fairseq_seqkd.corpora import paper
+
+    ours = {"seqkd-distill": distill.get_parser, "seqkd-eval": eval_cli.get_parser, "seqkd-prune": prune.get_parser,
+            "seqkd-report": report.get_parser, "seqkd-select": select.get_parser,
+            "seqkd-prepare": prepare.get_parser, "fairseq_seqkd.corpora.paper": paper.get_parser}
+    parsed = []
+    for line in dry_run_output.splitlines():
+        if not line.startswith("["):
+            continue
+        argv = shlex.split(line.split("] ", 1)[1])
+        if "curl" in " ".join(argv):
+            continue  # a download (--download)
+        tool = next(a for a in argv if os.path.basename(a) in (*ours, "fairseq-train", "prepare.sh"))
+        args = argv[argv.index(tool) + 1:]
+        name = os.path.basename(tool)
+        if name == "fairseq-train":
+            parsed.append(options.parse_args_and_arch(options.get_training_parser(), args))
+        elif name == "prepare.sh":
+            known = {"--out", "--src", "--tgt", "--src-lang", "--tgt-lang"}
+            rest = [a for i, a in enumerate(args) if a not in known and (i == 0 or args[i - 1] not in known)]
+            parsed.append(prepare.get_parser().parse_args(["--src-file", "x", "--tgt-file", "y", "--src-lang",
+                                                           "a", "--tgt-lang", "b", "--out", "o", *rest]))
+        else:
+            parsed.append(ours[name]().parse_args(args))
+    return parsed
+
+
+@pytest.mark.parametrize("preset", ["tiny", "demo", "full"])
+def test_every_command_of_the_recipe_parses(preset, tmp_path):
+    proc = subprocess.run(["bash", RUN, "--preset", preset, "--workdir", str(tmp_path), "--dry-run"],
+                          capture_output=True, text=True, cwd=toydata.REPO)
+    assert proc.returncode == 0, proc.stderr
+    parsed = parse_commands(proc.stdout)
+    assert len(parsed) == 1 + 10 + 2 + 3 + 10 + 1  # prepare, trainings, distillations, prunings, evals, report
+    word_kd = [a for a in parsed if getattr(a, "criterion", None) == "word_kd"]
+    assert len(word_kd) == 3 and all(a.kd_alpha == 0.5 for a in word_kd)
+    assert os.listdir(tmp_path) == []  # a dry run writes nothing
+
+
+def write_iwslt_layout(folder, pairs):
+    """A stand-in for WIT3's th-en release: train.tags files with metadata, XML dev/test sets."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train, rest = pairs[:300], pairs[300:]
+    for side, lang in ((0, "th"), (1, "en")):
+        with open(folder / f"train.tags.th-en.{lang}", "w") as f:
+            f.write("<url>http://www.ted.com/talks/x</url>\n<keywords>talks</keywords>\n")
+            f.writelines(p[side] + "\n" for p in train)
+        for i, name in enumerate(("dev2010", "tst2010", "tst2011", "tst2012", "tst2013")):
+            segs = "".join(f'<seg id="{j}"> {p[side]} </seg>\n' for j, p in enumerate(rest[i * 10:(i + 1) * 10]))
+            (folder / f"IWSLT15.TED.{name}.th-en.{lang}.xml").write_text(
+                f'<mteval>\n<srcset setid="{name}">\n<doc docid="1">\n{segs}</doc>\n</srcset>\n</mteval>\n')
+
+
+def write_wmt_layout(folder, pairs):
+    """A stand-in for the unpacked statmt.org WMT14 archives."""
+    (folder / "training").mkdir(parents=True, exist_ok=True)
+    (folder / "dev").mkdir()
+    (folder / "test-full").mkdir()
+    chunks = {"training/europarl-v7": pairs[:120], "commoncrawl": pairs[120:240],
+              "training/news-commentary-v9": pairs[240:300]}
+    for side, lang in ((0, "en"), (1, "de")):
+        for name, chunk in chunks.items():
+            with open(folder / f"{name}.de-en.{lang}", "w") as f:
+                f.writelines(p[side] + "\n" for p in chunk)
+        for i, name in enumerate(("newstest2012", "newstest2013")):
+            with open(folder / "dev" / f"{name}.{lang}", "w") as f:
+                f.writelines(p[side] + "\n" for p in pairs[300 + 10 * i:310 + 10 * i])
+        kind = "src" if lang == "en" else "ref"
+        segs = "".join(f'<seg id="{j}">{p[side]}</seg>\n' for j, p in enumerate(pairs[320:340]))
+        (folder / "test-full" / f"newstest2014-deen-{kind}.{lang}.sgm").write_text(
+            f'<{kind}set setid="newstest2014">\n<doc docid="1">\n{segs}</doc>\n</{kind}set>\n')
+
+
+PAPER_RECIPES = {"iwslt15_th_en": (write_iwslt_layout, ("th", "en")), "wmt14_en_de": (write_wmt_layout, ("en", "de"))}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RECIPES))
+def test_paper_recipe_end_to_end_on_a_stand_in_corpus(name, tmp_path):
+    write_layout, (src, tgt) = PAPER_RECIPES[name]
+    pairs = toydata.toy_pairs(350, seed=5, max_len=8)
+    write_layout(tmp_path / "corpus", pairs)
+    env = dict(os.environ, PATH=toydata.VENV_BIN + os.pathsep + os.environ["PATH"])
+    run = os.path.join(toydata.REPO, "examples", name, "run.sh")
+    proc = subprocess.run(["bash", run, "--preset", "tiny", "--corpus-dir", str(tmp_path / "corpus"), "--workdir",
+                           str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=toydata.REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = tmp_path / "run" / "text"
+    with open(text / f"test.{tgt}") as f:  # the SGML/XML segments, in order
+        assert f.read().splitlines() == [p[1] for p in (pairs[320:340] if "wmt" in name else pairs[330:350])]
+    with open(text / f"train.{src}") as f:
+        assert f.read().splitlines() == [p[0] for p in pairs[:300]]  # metadata lines dropped, sets concatenated
+    with open(tmp_path / "run" / "results.json") as f:
+        rows = json.load(f)
+    expected = 9 if name == "wmt14_en_de" else 8  # the tiny preset prunes at 80% only
+    assert len(rows) == expected and rows[0]["name"] == "Teacher 1x32"  # the tiny preset's teacher
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RECIPES))
+@pytest.mark.parametrize("gpus", ["0", "4"])
+def test_paper_recipe_commands_parse(name, gpus, tmp_path):
+    run = os.path.join(toydata.REPO, "examples", name, "run.sh")
+    proc = subprocess.run(["bash", run, "--corpus-dir", str(tmp_path / "c"), "--workdir", str(tmp_path / "w"),
+                           "--gpus", gpus, "--dry-run", "--download"], capture_output=True, text=True,
+                          cwd=toydata.REPO)
+    assert proc.returncode == 0, proc.stderr
+    parsed = parse_commands(proc.stdout)
+    trainings = [a for a in parsed if hasattr(a, "arch")]
+    teacher = trainings[0]
+    assert teacher.arch == ("luong_lstm_4x1000" if "wmt" in name else "luong_lstm_2x500")
+    assert teacher.optimizer == "sgd" and teacher.lr == [1.0] and teacher.max_epoch == 13 and teacher.dropout == 0.3
+    assert teacher.clip_norm == 5 and teacher.batch_size == 64 and teacher.force_anneal == 9 and teacher.lr_shrink == 0.5
+    assert teacher.distributed_world_size == (4 if gpus == "4" else 1)
+    inter = [a for a in parsed if getattr(a, "select", None) == "seq-inter"]
+    assert inter and all(a.nbest == a.beam == 35 for a in inter)
+    if gpus == "4":
+        assert sorted(a.shard_id for a in parsed if getattr(a, "num_shards", 1) == 4 and not a.merge) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert os.listdir(tmp_path) == []

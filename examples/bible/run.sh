@@ -45,7 +45,7 @@ case "$preset" in
     TEACHER=(--arch luong_lstm_1x256 --max-epoch 8 --dropout 0.2 --lr 0.005)
     STUDENT=(--arch luong_lstm_1x192 --dropout 0.2 --max-epoch 7 --lr 0.005)
     FINETUNE=(--lr 0.001 --max-epoch 2); RETRAIN=(--lr 0.001 --max-epoch 1); INTER_K=6
-    BATCH=(--max-tokens 3000); KD=(--kd-alpha 0.5); SPEED=(--speed-sentences 25) ;;
+    BATCH=(--max-tokens 3000); KD=(--kd-alpha 0.5 --kd-topk 64 --kd-cache); SPEED=(--speed-sentences 25) ;;
   full)
     PREPARE=(--vocab-size 8000)
     TEACHER=(--arch luong_lstm_2x500 --max-epoch 13 --lr 0.002)

@@ -94,11 +94,12 @@ def plot(rows, path):
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     biggest = max(r["params_nonzero"] for r in rows)
-    for r in rows:
+    for i, r in enumerate(rows):
         size = 40 + 800 * r["params_nonzero"] / biggest
         ax.scatter(r["src_words_per_sec_greedy"], r["bleu_greedy"], s=size, alpha=0.6)
+        # labels alternate above and below their points, so that neighbours do not overwrite each other
         ax.annotate(r["name"], (r["src_words_per_sec_greedy"], r["bleu_greedy"]), textcoords="offset points",
-                    xytext=(6, 6), fontsize=8)
+                    xytext=(6, 6 if i % 2 == 0 else -12), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("greedy decoding speed (source words/s, batch size 1, log scale)")
     ax.set_ylabel("BLEU, greedy decoding (K=1)")

@@ -11,6 +11,7 @@ report hypotheses/s for 1 and 2 worker processes.
 """
 
 import argparse
+import gc
 import os
 import random
 import statistics
@@ -69,6 +70,7 @@ def baseline(path, out_src, out_tgt, remove_bpe):
 
 
 def timed(fn):
+    gc.collect()  # start each run from the same heap: garbage of the previous run is not charged to this one
     t0 = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - t0

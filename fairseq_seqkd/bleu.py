@@ -14,7 +14,9 @@ float, bit for bit. It is much faster than one sacrebleu call per hypothesis:
   counts once unless it is repeated in both hypothesis and reference, which
   only the (few) repeated reference n-grams need to be checked for;
 * the score is ``BLEU.compute_bleu``'s arithmetic (same operations, same
-  ``my_log``) without building a score object, memoised on the statistics.
+  ``my_log``) without building a score object, memoised on the statistics;
+* ``choose`` skips the 3- and 4-grams of hypotheses whose upper bound
+  cannot beat the best so far (the choice stays exact).
 """
 
 import math
@@ -74,7 +76,8 @@ class SentenceBleu:
                 cache.clear()
             for word in words:
                 if word not in cache:
-                    cache[word] = self.tokenizer(word).split()
+                    # 13a only splits at ASCII punctuation: a word of letters and digits stays whole
+                    cache[word] = [word] if word.isalnum() else self.tokenizer(word).split()
             pieces = list(map(cache.__getitem__, words))
         return list(chain.from_iterable(pieces))
 
@@ -87,42 +90,93 @@ class SentenceBleu:
             score = self._scores[key] = bleu_from_stats(correct, total, sys_len, ref_len)
         return score
 
-    def scores(self, hyps, ref):
-        """``[sacrebleu.sentence_bleu(h, [ref]).score for h in hyps]``."""
+    def _reference(self, ref):
+        """Per n-gram order: the reference's n-gram set and its repeated n-grams (None if none); its length."""
         r = self.tokens(ref)
-        ref_len = len(r)
         ref_lists = _ngram_lists(r)
         ref_lists[0] = r  # unigrams as plain tokens, bigger n-grams as tuples
-        ref_sets = [set(grams) for grams in ref_lists]
-        # n-grams the reference repeats, per order: the only ones where clipping can exceed 1
-        repeated = [{g: c for g, c in Counter(grams).items() if c > 1} for grams in ref_lists]
-        checks = [(n, rep.keys(), rep) for n, rep in enumerate(repeated) if rep]
-        set1, set2, set3, set4 = ref_sets
+        orders = []
+        for grams in ref_lists:
+            # n-grams the reference repeats: the only ones where clipping can exceed 1
+            repeated = {g: c for g, c in Counter(grams).items() if c > 1}
+            orders.append((set(grams), repeated or None))
+        return orders, len(r)
+
+    @staticmethod
+    def _matches(n, t, grams, total, ref_set, rep):
+        """Clipped matches of the hypothesis' n-grams (order n + 1; ``grams`` iterates them)."""
+        if rep is None:
+            # every reference n-gram occurs once: the distinct matched n-grams
+            return len(ref_set.intersection(grams))
+        hyp_set = set(grams)
+        matched = ref_set & hyp_set
+        correct = len(matched)
+        if total != len(hyp_set):  # the hypothesis repeats an n-gram of this order
+            both = rep.keys() & matched
+            if both:
+                seq = t if n == 0 else _ngram_lists(t)[n]
+                for g in both:  # clip at the smaller of the two counts
+                    correct += min(seq.count(g), rep[g]) - 1
+        return correct
+
+    def _stats(self, hyp):
+        """Tokens, their n-gram iterators (orders 1-4) and the n-gram totals of a hypothesis."""
+        t = self.tokens(hyp)
+        length = len(t)
+        t1 = t[1:]
+        t2 = t1[1:]
+        grams = (t, zip(t, t1), zip(t, t1, t2), zip(t, t1, t2, t2[1:]))
+        return t, grams, [length, max(0, length - 1), max(0, length - 2), max(0, length - 3)]
+
+    def _exact(self, hyp, orders, ref_len):
+        t, grams, total = self._stats(hyp)
+        correct = [self._matches(n, t, grams[n], total[n], *orders[n]) for n in range(MAX_NGRAM_ORDER)]
+        return self._score(correct, total, total[0], ref_len)
+
+    def scores(self, hyps, ref):
+        """``[sacrebleu.sentence_bleu(h, [ref]).score for h in hyps]``."""
+        orders, ref_len = self._reference(ref)
         done = {}
         out = []
         for hyp in hyps:
             score = done.get(hyp)
             if score is None:
-                t = self.tokens(hyp)
-                length = len(t)
-                t1 = t[1:]
-                t2 = t1[1:]
-                hyp_sets = [set(t), set(zip(t, t1)), set(zip(t, t1, t2)), set(zip(t, t1, t2, t2[1:]))]
-                # distinct matched n-grams; each counts once unless repeated on both sides
-                correct = [len(set1 & hyp_sets[0]), len(set2 & hyp_sets[1]), len(set3 & hyp_sets[2]),
-                           len(set4 & hyp_sets[3])]
-                total = [length, max(0, length - 1), max(0, length - 2), max(0, length - 3)]
-                for n, keys, rep in checks:
-                    if total[n] == len(hyp_sets[n]):
-                        continue  # the hypothesis repeats no n-gram of this order
-                    both = keys & hyp_sets[n]
-                    if both:
-                        grams = t if n == 0 else _ngram_lists(t)[n]
-                        for g in both:  # clip at the smaller of the two counts
-                            correct[n] += min(grams.count(g), rep[g]) - 1
-                score = done[hyp] = self._score(correct, total, length, ref_len)
+                score = done[hyp] = self._exact(hyp, orders, ref_len)
             out.append(score)
         return out
+
+    def choose(self, hyps, ref):
+        """``(index of the best, its BLEU, BLEU of hyps[0])``, ties going to the earliest.
+
+        The same choice as :meth:`best` without scoring every hypothesis in
+        full: BLEU grows with every n-gram match count, and the clipped
+        matches of order n + 1 never exceed those of order n, so once the
+        unigram and bigram matches are known, the score with the 3- and
+        4-gram matches set to the bigram matches bounds the hypothesis'
+        BLEU from above. A hypothesis whose bound does not beat the best so
+        far cannot be chosen, and its 3- and 4-grams are never counted.
+        """
+        orders, ref_len = self._reference(ref)
+        first = best_score = self._exact(hyps[0], orders, ref_len)
+        best = 0
+        seen = {hyps[0]}
+        for i in range(1, len(hyps)):
+            hyp = hyps[i]
+            if hyp in seen:
+                continue  # an earlier copy wins the tie
+            seen.add(hyp)
+            t, grams, total = self._stats(hyp)
+            c1 = self._matches(0, t, grams[0], total[0], *orders[0])
+            c2 = self._matches(1, t, grams[1], total[1], *orders[1])
+            bound = self._score([c1, c2, min(c2, total[2]), min(c2, total[3])], total, total[0], ref_len)
+            if bound <= best_score:
+                continue
+            c3 = self._matches(2, t, grams[2], total[2], *orders[2])
+            c4 = self._matches(3, t, grams[3], total[3], *orders[3])
+            score = self._score([c1, c2, c3, c4], total, total[0], ref_len)
+            if score > best_score:
+                best, best_score = i, score
+        return best, best_score, first
 
     def best(self, hyps, ref):
         """Index of the hypothesis with the highest BLEU (ties: the earliest) and all scores."""

@@ -60,14 +60,14 @@ def _read_raw_lines(path):
         raise KBestError(path, 0, "empty file")
     if not data.endswith(b"\n"):
         raise KBestError(path, data.count(b"\n") + 1, "truncated: the last line has no newline")
-    lines = data[:-1].split(b"\n")
-    out = []
-    for number, line in enumerate(lines, 1):
-        try:
-            out.append(line.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError:
-            raise KBestError(path, number, "not UTF-8 text")
-    return out
+    try:
+        text = data[:-1].decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise KBestError(path, data.count(b"\n", 0, e.start) + 1, "not UTF-8 text")
+    lines = text.split("\n")
+    if "\r" in text:
+        lines = [line.rstrip("\r") for line in lines]
+    return lines
 
 
 def _sentence(table, sid, number):

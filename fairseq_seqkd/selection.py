@@ -38,8 +38,7 @@ def _choose_range(args):
         _SCORER = SentenceBleu()
     out = []
     for hyps, ref in _PAIRS[start:stop]:
-        best, scores = _SCORER.best([decode(h, remove_bpe) for h in hyps], decode(ref, remove_bpe))
-        out.append((best, scores[best], scores[0]))
+        out.append(_SCORER.choose([decode(h, remove_bpe) for h in hyps], decode(ref, remove_bpe)))
     return out
 
 

@@ -56,6 +56,8 @@ def test_scores_equal_sacrebleu_bit_for_bit():
                 hyps.append(" ".join(toks))
         expected = [sacrebleu.sentence_bleu(h, [ref]).score for h in hyps]
         assert ours.scores(hyps, ref) == expected, (hyps, ref)
+        best = max(range(len(hyps)), key=lambda i: (expected[i], -i))  # ties: the earliest
+        assert ours.choose(hyps, ref) == (best, expected[best], expected[0]), (hyps, ref)
         checked += len(hyps)
     assert checked > 2000
 
@@ -69,6 +71,8 @@ def test_best_prefers_the_earliest_of_equal_scores():
     assert best == 4 and scores[4] == scores[5] == sacrebleu.sentence_bleu(ref, [ref]).score
     best, _ = ours.best(["x y", "a b", "c d"], ref)  # all zero: the first one
     assert best == 0
+    assert ours.choose(hyps, ref) == (4, scores[4], scores[0])
+    assert ours.choose(["x y", "a b", "c d"], ref) == (0, 0.0, 0.0)
 
 
 def brute_force_choice(hyps, ref, remove_bpe):

@@ -243,8 +243,8 @@ def decode_shard(args):
                 texts = [h for _, h in entry.hyps]
                 best = 0
                 if scorer is not None:
-                    best, _ = scorer.best([decode(h, args.remove_bpe) for h in texts],
-                                          decode(entry.reference, args.remove_bpe))
+                    best, _, _ = scorer.choose([decode(h, args.remove_bpe) for h in texts],
+                                               decode(entry.reference, args.remove_bpe))
                 record = {"id": entry.id, "src": entry.source, "tgt": texts[best]}
                 if args.write_kbest:
                     record["ref"] = entry.reference

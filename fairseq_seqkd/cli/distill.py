@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 
-from fairseq_seqkd.cli import setup_logging
+from fairseq_seqkd.cli import argument_parser, setup_logging
 from fairseq_seqkd.kbest import Sentence, write_kbest_file
 from fairseq_seqkd.selection import REMOVE_BPE
 from fairseq_seqkd.textio import atomic_write_lines
@@ -44,9 +44,7 @@ OUTPUT_OPTIONS = ("data", "path", "subset", "source_lang", "target_lang", "beam"
 
 
 def get_parser():
-    p = argparse.ArgumentParser(prog="seqkd-distill", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argument_parser("seqkd-distill", __doc__)
     p.add_argument("data", nargs="?", help="fairseq binary data folder (as for fairseq-train)")
     p.add_argument("--path", help="the teacher's fairseq checkpoint")
     p.add_argument("--out-prefix", required=True, help="output prefix: OUT.SRC, OUT.TGT, OUT.kbest")

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from fairseq_seqkd.cli import setup_logging
+from fairseq_seqkd.cli import argument_parser, setup_logging
 from fairseq_seqkd.selection import REMOVE_BPE, decode
 from fairseq_seqkd.teacher import fail
 from fairseq_seqkd.textio import atomic_write_lines, read_lines
@@ -32,9 +32,7 @@ logger = logging.getLogger("seqkd-eval")
 
 
 def get_parser():
-    p = argparse.ArgumentParser(prog="seqkd-eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argument_parser("seqkd-eval", __doc__)
     p.add_argument("data", help="fairseq binary data folder")
     p.add_argument("--path", required=True, help="the model's checkpoint")
     p.add_argument("--json", required=True, help="where to write the results")

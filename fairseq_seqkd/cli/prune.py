@@ -14,14 +14,13 @@ its mask: retrain it with ``fairseq-train --task seqkd_translation
 ``--export-sparse`` writes only the kept weights and their positions.
 """
 
-import argparse
 import logging
 import os
 
 import torch
 
 from fairseq_seqkd import pruning
-from fairseq_seqkd.cli import setup_logging
+from fairseq_seqkd.cli import argument_parser, setup_logging
 from fairseq_seqkd.teacher import fail, load_checkpoint_state
 from fairseq_seqkd.textio import atomic_open
 
@@ -31,9 +30,7 @@ TASK_KEY = "SeqKDTranslationTask"  # where fairseq keeps our task's checkpoint d
 
 
 def get_parser():
-    p = argparse.ArgumentParser(prog="seqkd-prune", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argument_parser("seqkd-prune", __doc__)
     p.add_argument("input", help="a fairseq checkpoint (or, with --densify, a sparse export)")
     p.add_argument("output", nargs="?", help="the pruned checkpoint to write")
     p.add_argument("--ratio", type=float, help="fraction of the weights to prune, in [0, 1)")

@@ -10,13 +10,12 @@ baseline student; the speed-up compares greedy decoding (batch size 1) with
 the teacher's beam search, as the paper does.
 """
 
-import argparse
 import glob
 import json
 import logging
 import os
 
-from fairseq_seqkd.cli import setup_logging
+from fairseq_seqkd.cli import argument_parser, setup_logging
 from fairseq_seqkd.textio import atomic_open, atomic_write_lines
 
 logger = logging.getLogger("seqkd-report")
@@ -25,9 +24,7 @@ REQUIRED = ("name", "bleu_greedy", "bleu_beam", "beam", "ppl", "p_yhat", "params
 
 
 def get_parser():
-    p = argparse.ArgumentParser(prog="seqkd-report", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argument_parser("seqkd-report", __doc__)
     p.add_argument("run_dir", help="the run's folder (results are written here)")
     p.add_argument("--eval-dir", help="folder of seqkd-eval JSON files (default: RUN_DIR/eval)")
     p.add_argument("--teacher", help="name of the teacher row (default: the row whose name contains 'teacher')")

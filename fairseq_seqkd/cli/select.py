@@ -14,11 +14,10 @@ one with the highest sentence BLEU to the reference (T- line), as
 the best-scoring hypothesis (plain Seq-KD).
 """
 
-import argparse
 import logging
 import time
 
-from fairseq_seqkd.cli import setup_logging
+from fairseq_seqkd.cli import argument_parser, setup_logging
 from fairseq_seqkd.kbest import KBestError, check_complete, read_kbest
 from fairseq_seqkd.selection import MODES, REMOVE_BPE, choose_seq_inter
 from fairseq_seqkd.textio import atomic_write_lines
@@ -27,9 +26,7 @@ logger = logging.getLogger("seqkd-select")
 
 
 def get_parser():
-    p = argparse.ArgumentParser(prog="seqkd-select", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argument_parser("seqkd-select", __doc__)
     p.add_argument("input", help="fairseq-generate output or a K-best file")
     p.add_argument("--out-src", required=True, help="where to write the sources, one per line, in id order")
     p.add_argument("--out-tgt", required=True, help="where to write the chosen hypotheses, line-aligned")

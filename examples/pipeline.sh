@@ -14,6 +14,13 @@
 #   EVAL                 seqkd-eval options (references, speed sentences, --cpu)
 #   PRUNE_RATIOS         e.g. "50 80 90"
 # Every step is skipped when its output exists, so running the recipe again resumes.
+#
+# Every model is used as it is at the end of its schedule (checkpoint_last.pt), as in the paper, which trains
+# a fixed number of epochs. fairseq's checkpoint_best.pt is chosen by the loss on the gold validation targets,
+# which misjudges Seq-KD students: trained on the teacher's output, they have a high gold perplexity by
+# design (the paper's Table 1), and in the Bible demo their gold validation loss stays flat for epochs while
+# their BLEU climbs from 0 to 9.
+CKPT=checkpoint_last.pt
 
 timings="$workdir/timings.txt"
 
@@ -61,12 +68,12 @@ distill() {
 
 # evaluate FILE MODEL "ROW NAME": seqkd-eval on the test set into eval/FILE.json
 evaluate() {
-  step "eval $2" "$workdir/eval/$1.json" seqkd-eval "$DATA" --path "$workdir/models/$2/checkpoint_best.pt" \
+  step "eval $2" "$workdir/eval/$1.json" seqkd-eval "$DATA" --path "$workdir/models/$2/$CKPT" \
     --json "$workdir/eval/$1.json" --name "$3" "${EVAL[@]}"
 }
 
 run_pipeline() {
-  teacher="$workdir/models/teacher/checkpoint_best.pt"
+  teacher="$workdir/models/teacher/$CKPT"
   local t_name="${TEACHER_NAME:-Teacher}" s_name="${STUDENT_NAME:-Baseline}"
   # teacher and baseline student (gold data, cross-entropy)
   train teacher "$DATA" "${TEACHER[@]}"
@@ -79,14 +86,14 @@ run_pipeline() {
   # Seq-Inter (§3.3): from the teacher's K-best lists, the hypothesis with the best sentence BLEU
   distill train.inter "$workdir/data-inter" --beam "$INTER_K" --nbest "$INTER_K" --select seq-inter
   train baseline+seq-inter "$workdir/data-inter" "${STUDENT[@]}" "${FINETUNE[@]}" \
-    --finetune-from-model "$workdir/models/baseline/checkpoint_best.pt"
+    --finetune-from-model "$workdir/models/baseline/$CKPT"
   # the combinations are compositions of the steps above
   train seq-kd+word-kd "$workdir/data-seqkd" "${STUDENT[@]}" --criterion word_kd --teacher-path "$teacher" "${KD[@]}"
   train seq-kd+seq-inter+word-kd "$workdir/data-inter" "${STUDENT[@]}" "${FINETUNE[@]}" \
-    --finetune-from-model "$workdir/models/seq-kd+word-kd/checkpoint_best.pt" --criterion word_kd \
+    --finetune-from-model "$workdir/models/seq-kd+word-kd/$CKPT" --criterion word_kd \
     --teacher-path "$teacher" "${KD[@]}"
   # pruning (§6) of the best combination, retrained on the Seq-KD data with the mask held fixed
-  local best="$workdir/models/seq-kd+seq-inter+word-kd/checkpoint_best.pt" ratio
+  local best="$workdir/models/seq-kd+seq-inter+word-kd/$CKPT" ratio
   for ratio in $PRUNE_RATIOS; do
     [ "$dry" -eq 1 ] || mkdir -p "$workdir/models/pruned-$ratio"
     step "prune $ratio%" "$workdir/models/pruned-$ratio/pruned.pt" seqkd-prune "$best" \

@@ -65,7 +65,7 @@ def test_distilled_corpora_and_pruned_models(recipe):
         with open(workdir / "distill" / f"{name}.yy") as f:
             assert len(f.read().splitlines()) == len(sources) == 400
     for ratio in (50, 80, 90):
-        state = torch.load(workdir / "models" / f"pruned-{ratio}" / "checkpoint_best.pt", weights_only=False)
+        state = torch.load(workdir / "models" / f"pruned-{ratio}" / "checkpoint_last.pt", weights_only=False)
         weights = pruning.prunable(state["model"])
         zeros = sum(int((t == 0).sum()) for t in weights.values())
         assert zeros == round(ratio / 100 * sum(t.numel() for t in weights.values()))
@@ -73,13 +73,13 @@ def test_distilled_corpora_and_pruned_models(recipe):
 
 def test_rerun_resumes_without_redoing_anything(recipe, corpus):
     workdir, _ = recipe
-    before = os.path.getmtime(workdir / "models" / "teacher" / "checkpoint_best.pt")
+    before = os.path.getmtime(workdir / "models" / "teacher" / "checkpoint_last.pt")
     proc = run_recipe(workdir, corpus)
     assert proc.returncode == 0
     steps = [line for line in proc.stdout.splitlines() if line.startswith("[")]
     redone = [line for line in steps if "done already" not in line and not line.startswith("[report]")]
     assert redone == [], redone
-    assert os.path.getmtime(workdir / "models" / "teacher" / "checkpoint_best.pt") == before
+    assert os.path.getmtime(workdir / "models" / "teacher" / "checkpoint_last.pt") == before
 
 
 def parse_commands(dry_run_output):

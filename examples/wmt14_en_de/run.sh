@@ -20,7 +20,7 @@ SMALL=(--arch luong_lstm_2x300 "${STUDENT[@]:2}")
 [ "$preset" = paper ] || SMALL=("${STUDENT[@]}")
 train 2x300-seq-kd+word-kd "$workdir/data-seqkd" "${SMALL[@]}" --criterion word_kd --teacher-path "$teacher" "${KD[@]}"
 train 2x300-seq-kd+seq-inter+word-kd "$workdir/data-inter" "${SMALL[@]}" "${FINETUNE[@]}" \
-  --finetune-from-model "$workdir/models/2x300-seq-kd+word-kd/checkpoint_best.pt" --criterion word_kd \
+  --finetune-from-model "$workdir/models/2x300-seq-kd+word-kd/$CKPT" --criterion word_kd \
   --teacher-path "$teacher" "${KD[@]}"
 evaluate 09-2x300-seq-kd+seq-inter+word-kd 2x300-seq-kd+seq-inter+word-kd "2x300 Seq-KD + Seq-Inter + Word-KD"
 step report "$workdir/.report-always" seqkd-report "$workdir" --title "$REPORT_TITLE"

@@ -68,7 +68,7 @@ def main(argv=None):
         print(f"  beam {beam}: unpruned {m['unpruned']:.2f}s, pruned-dense {m['pruned 80% (dense)']:.2f}s, "
               f"ratio {m['pruned 80% (dense)'] / m['unpruned']:.3f}")
     shapes = {"LSTM layer-1 gates (4H x 2H)": (4 * units, 2 * units),
-              f"output projection (V x H)": (args.vocab, units)}
+              "output projection (V x H)": (args.vocab, units)}
     for sparsity in (0.8, 0.9):
         for label, (rows, cols) in shapes.items():
             w = torch.randn(rows, cols)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from fairseq_seqkd.textio import atomic_open
+from fairseq_seqkd.textio import NotUTF8, atomic_open, decode_lines
 
 HEADER = "#seqkd-kbest"
 _GENERATE_LINE = re.compile(r"^([A-Z])-(\d+)\t")
@@ -61,13 +61,9 @@ def _read_raw_lines(path):
     if not data.endswith(b"\n"):
         raise KBestError(path, data.count(b"\n") + 1, "truncated: the last line has no newline")
     try:
-        text = data[:-1].decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise KBestError(path, data.count(b"\n", 0, e.start) + 1, "not UTF-8 text")
-    lines = text.split("\n")
-    if "\r" in text:
-        lines = [line.rstrip("\r") for line in lines]
-    return lines
+        return decode_lines(data)
+    except NotUTF8 as e:
+        raise KBestError(path, e.line, "not UTF-8 text")
 
 
 def _sentence(table, sid, number):

@@ -14,12 +14,9 @@ import re
 
 import torch
 
+from fairseq_seqkd.textio import fail
+
 logger = logging.getLogger(__name__)
-
-
-def fail(message):
-    """Stop with a one-line error (exit status 1)."""
-    raise SystemExit(f"error: {message}")
 
 
 def load_checkpoint_state(path, what="checkpoint"):

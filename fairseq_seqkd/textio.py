@@ -10,23 +10,45 @@ import os
 import tempfile
 
 
+def fail(message):
+    """Stop with a one-line error (exit status 1)."""
+    raise SystemExit(f"error: {message}")
+
+
+class NotUTF8(ValueError):
+    """A line of a file is not UTF-8; ``line`` is its 1-based number."""
+
+    def __init__(self, line, reason):
+        super().__init__(f"not UTF-8 text ({reason})")
+        self.line = line
+
+
+def decode_lines(raw):
+    """UTF-8 bytes to lines without their newlines (and without a trailing CR); NotUTF8 on a bad line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_start = raw.rfind(b"\n", 0, e.start) + 1
+        raise NotUTF8(raw.count(b"\n", 0, e.start) + 1, f"{e.reason} at byte {e.start - line_start}")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if "\r" in text:
+        lines = [line.rstrip("\r") for line in lines]
+    return lines
+
+
 def read_lines(path):
     """Return the lines of a UTF-8 file without their newlines; SystemExit names the bad line."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
-        raise SystemExit(f"error: {path}: {e.strerror}")
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = []
-    for number, line in enumerate(lines, 1):
-        try:
-            out.append(line.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as e:
-            raise SystemExit(f"error: {path}:{number}: not UTF-8 text ({e.reason} at byte {e.start})")
-    return out
+        fail(f"{path}: {e.strerror}")
+    try:
+        return decode_lines(raw)
+    except NotUTF8 as e:
+        fail(f"{path}:{e.line}: {e}")
 
 
 @contextlib.contextmanager

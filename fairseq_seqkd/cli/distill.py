@@ -33,7 +33,7 @@ import time
 from fairseq_seqkd.cli import argument_parser, setup_logging
 from fairseq_seqkd.kbest import Sentence, write_kbest_file
 from fairseq_seqkd.selection import REMOVE_BPE
-from fairseq_seqkd.textio import atomic_write_lines
+from fairseq_seqkd.textio import atomic_write_lines, fail
 
 logger = logging.getLogger("seqkd-distill")
 
@@ -73,10 +73,6 @@ def get_parser():
     p.add_argument("--cpu", action="store_true", help="decode on the CPU even if a GPU is available")
     p.add_argument("--fp16", action="store_true", help="decode in half precision (GPU)")
     return p
-
-
-def fail(message):
-    raise SystemExit(f"error: {message}")
 
 
 def run_file(prefix, shard_id, num_shards):
@@ -187,12 +183,11 @@ def setup(args):
 
 
 def decode_shard(args):
-    from fairseq import utils
     from tqdm import tqdm
 
     from fairseq_seqkd.bleu import SentenceBleu
     from fairseq_seqkd.selection import decode
-    from fairseq_seqkd.tasks.seqkd_translation import hypothesis_strings
+    from fairseq_seqkd.tasks.seqkd_translation import collate, hypothesis_strings
 
     path = run_file(args.out_prefix, args.shard_id, args.num_shards)
     if os.path.exists(path) and not args.resume:
@@ -232,9 +227,7 @@ def decode_shard(args):
                 logger.info("stopping after %d batches as asked (--stop-after-batches); continue with --resume",
                             count)
                 return run
-            sample = dataset.collater([dataset[int(k)] for k in batch])
-            if use_cuda:
-                sample = utils.move_to_cuda(sample)
+            sample = collate(dataset, batch, use_cuda)
             hypos = task.inference_step(generator, [model], sample)
             records = []
             for entry in hypothesis_strings(task, generator, sample, hypos, args.nbest):

@@ -25,8 +25,7 @@ import torch
 
 from fairseq_seqkd.cli import argument_parser, setup_logging
 from fairseq_seqkd.selection import REMOVE_BPE, decode
-from fairseq_seqkd.teacher import fail
-from fairseq_seqkd.textio import atomic_write_lines, read_lines
+from fairseq_seqkd.textio import atomic_write_lines, fail, read_lines
 
 logger = logging.getLogger("seqkd-eval")
 
@@ -58,15 +57,13 @@ def get_parser():
 
 def _generate(task, model, dataset, batches, beam, args, use_cuda):
     """{id: (tokens, positional log-probs)} of the best hypothesis, and decoding seconds."""
-    from fairseq import utils
+    from fairseq_seqkd.tasks.seqkd_translation import collate
 
     generator = task.build_generator([model], argparse.Namespace(
         beam=beam, nbest=1, max_len_a=args.max_len_a, max_len_b=args.max_len_b))
     out, seconds = {}, 0.0
     for batch in batches:
-        sample = dataset.collater([dataset[int(i)] for i in batch])
-        if use_cuda:
-            sample = utils.move_to_cuda(sample)
+        sample = collate(dataset, batch, use_cuda)
         if use_cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -82,14 +79,12 @@ def _generate(task, model, dataset, batches, beam, args, use_cuda):
 
 def _gold_nll(task, model, dataset, batches, use_cuda):
     """Summed natural-log NLL of the gold targets (EOS included) and the number of target tokens."""
-    from fairseq import utils
+    from fairseq_seqkd.tasks.seqkd_translation import collate
 
     nll, ntokens = 0.0, 0
     with torch.no_grad():
         for batch in batches:
-            sample = dataset.collater([dataset[int(i)] for i in batch])
-            if use_cuda:
-                sample = utils.move_to_cuda(sample)
+            sample = collate(dataset, batch, use_cuda)
             net_output = model(**sample["net_input"])
             lprobs = model.get_normalized_probs(net_output, log_probs=True)
             target = sample["target"]
@@ -118,14 +113,17 @@ def evaluate(args):
     n = len(dataset)
     src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
     strip = {tgt_dict.eos()}
-    refs = [read_lines(args.refs)] if args.refs else [
-        [decode(tgt_dict.string(dataset.tgt[i], extra_symbols_to_ignore=strip), args.remove_bpe) for i in range(n)]]
+
+    def words(dictionary, tokens):
+        """Detokenized text of a token sequence, as fairseq-generate --post-process writes it."""
+        return decode(dictionary.string(tokens, extra_symbols_to_ignore=strip), args.remove_bpe)
+
+    refs = [read_lines(args.refs)] if args.refs else [[words(tgt_dict, dataset.tgt[i]) for i in range(n)]]
     refs += [read_lines(p) for p in args.extra_refs]
     for path, lines in zip(([args.refs] if args.refs else ["(targets)"]) + args.extra_refs, refs):
         if len(lines) != n:
             fail(f"{path}: {len(lines)} lines, but subset '{args.subset}' has {n} sentences")
-    sources = [decode(src_dict.string(dataset.src[i], extra_symbols_to_ignore=strip), args.remove_bpe)
-               for i in range(n)]
+    sources = [words(src_dict, dataset.src[i]) for i in range(n)]
     src_words = [len(s.split()) for s in sources]
     batches = task.get_batch_iterator(dataset, max_tokens=args.max_tokens, ignore_invalid_inputs=False, seed=1,
                                       disable_iterator_cache=True).frozen_batches
@@ -136,8 +134,7 @@ def evaluate(args):
     for key, beam in (("greedy", 1), ("beam", args.beam)):
         hyps, seconds = _generate(task, model, dataset, batches, beam, args, use_cuda)
         outputs[key] = hyps
-        texts = [decode(tgt_dict.string(hyps[i][0], extra_symbols_to_ignore=strip), args.remove_bpe)
-                 for i in range(n)]
+        texts = [words(tgt_dict, hyps[i][0]) for i in range(n)]
         result[f"bleu_{key}"] = bleu.corpus_score(texts, refs[:1]).score
         if args.extra_refs:
             result[f"bleu_{key}_multiref"] = multi.corpus_score(texts, refs).score

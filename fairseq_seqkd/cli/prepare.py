@@ -23,7 +23,7 @@ import shutil
 import time
 
 from fairseq_seqkd.cli import setup_logging
-from fairseq_seqkd.textio import atomic_write_lines, read_lines
+from fairseq_seqkd.textio import atomic_write_lines, fail, read_lines
 
 logger = logging.getLogger("seqkd-prepare")
 
@@ -65,7 +65,7 @@ def _check_aligned(files):
     counts = {path: len(lines) for path, lines in texts.items()}
     if len(set(counts.values())) > 1:
         detail = ", ".join(f"{path}: {n} lines" for path, n in counts.items())
-        raise SystemExit(f"error: files are not line-aligned ({detail})")
+        fail(f"files are not line-aligned ({detail})")
     return texts
 
 
@@ -79,7 +79,7 @@ def _split(args, texts):
     n = len(streams["src"])
     for i in range(n):
         if not streams["src"][i].strip() or not streams["tgt"][i].strip():
-            raise SystemExit(f"error: {args.src_file if not streams['src'][i].strip() else args.tgt_file}:"
+            fail(f"{args.src_file if not streams['src'][i].strip() else args.tgt_file}:"
                              f"{i + 1}: empty line (remove empty pairs before preparing)")
     keep = list(range(n))
     if args.max_words:
@@ -90,7 +90,7 @@ def _split(args, texts):
         order = {"train": keep}
     else:
         if args.valid_size + args.test_size >= len(keep):
-            raise SystemExit(f"error: --valid-size {args.valid_size} + --test-size {args.test_size} leave no "
+            fail(f"--valid-size {args.valid_size} + --test-size {args.test_size} leave no "
                              f"training data out of {len(keep)} pairs")
         shuffled = keep[:]
         rng.shuffle(shuffled)
@@ -144,7 +144,7 @@ def prepare(args):
         if done.get("config") != config:
             changed = sorted(k for k in set(config) | set(done.get("config", {}))
                              if config.get(k) != done.get("config", {}).get(k))
-            raise SystemExit(f"error: {out} was prepared with other options ({', '.join(changed)}); "
+            fail(f"{out} was prepared with other options ({', '.join(changed)}); "
                              f"use another --out or remove it")
         logger.info("%s is already prepared (%s): nothing to do", out, stamp)
         return done
@@ -152,7 +152,7 @@ def prepare(args):
     files = [args.src_file, args.tgt_file, *args.extra_ref, args.ids]
     for path in [p for p in files if p] + [p for p in (args.valid_src, args.valid_tgt, args.test_src, args.test_tgt) if p]:
         if not os.path.isfile(path):
-            raise SystemExit(f"error: {path}: no such file")
+            fail(f"{path}: no such file")
     if bool(args.valid_src) != bool(args.test_src) or bool(args.valid_src) != bool(args.valid_tgt) \
             or bool(args.test_src) != bool(args.test_tgt):
         raise SystemExit("error: give all of --valid-src --valid-tgt --test-src --test-tgt, or none")

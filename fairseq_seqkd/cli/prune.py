@@ -21,8 +21,8 @@ import torch
 
 from fairseq_seqkd import pruning
 from fairseq_seqkd.cli import argument_parser, setup_logging
-from fairseq_seqkd.teacher import fail, load_checkpoint_state
-from fairseq_seqkd.textio import atomic_open
+from fairseq_seqkd.teacher import load_checkpoint_state
+from fairseq_seqkd.textio import atomic_open, fail
 
 logger = logging.getLogger("seqkd-prune")
 SPARSE_FORMAT = "seqkd-sparse-v1"

@@ -16,7 +16,7 @@ import logging
 import os
 
 from fairseq_seqkd.cli import argument_parser, setup_logging
-from fairseq_seqkd.textio import atomic_open, atomic_write_lines
+from fairseq_seqkd.textio import atomic_open, atomic_write_lines, fail
 
 logger = logging.getLogger("seqkd-report")
 REQUIRED = ("name", "bleu_greedy", "bleu_beam", "beam", "ppl", "p_yhat", "params", "params_nonzero",
@@ -37,16 +37,16 @@ def load_rows(eval_dir):
     rows = []
     paths = sorted(glob.glob(os.path.join(eval_dir, "*.json")))
     if not paths:
-        raise SystemExit(f"error: {eval_dir}: no seqkd-eval JSON files")
+        fail(f"{eval_dir}: no seqkd-eval JSON files")
     for path in paths:
         try:
             with open(path, encoding="utf-8") as f:
                 row = json.load(f)
         except json.JSONDecodeError as e:
-            raise SystemExit(f"error: {path}:{e.lineno}: not JSON ({e.msg})")
+            fail(f"{path}:{e.lineno}: not JSON ({e.msg})")
         missing = [k for k in REQUIRED if k not in row]
         if missing:
-            raise SystemExit(f"error: {path}: not a seqkd-eval result (missing {', '.join(missing)})")
+            fail(f"{path}: not a seqkd-eval result (missing {', '.join(missing)})")
         rows.append(row)
     return rows
 
@@ -55,7 +55,7 @@ def find(rows, name, word):
     if name:
         match = [r for r in rows if r["name"] == name]
         if not match:
-            raise SystemExit(f"error: no row named {name!r} (rows: {', '.join(r['name'] for r in rows)})")
+            fail(f"no row named {name!r} (rows: {', '.join(r['name'] for r in rows)})")
         return match[0]
     match = [r for r in rows if word in r["name"].lower()]
     return match[0] if match else None

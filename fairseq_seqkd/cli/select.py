@@ -20,7 +20,7 @@ import time
 from fairseq_seqkd.cli import argument_parser, setup_logging
 from fairseq_seqkd.kbest import KBestError, check_complete, read_kbest
 from fairseq_seqkd.selection import MODES, REMOVE_BPE, choose_seq_inter
-from fairseq_seqkd.textio import atomic_write_lines
+from fairseq_seqkd.textio import atomic_write_lines, fail
 
 logger = logging.getLogger("seqkd-select")
 
@@ -71,11 +71,11 @@ def cli_main(argv=None):
     setup_logging()
     args = get_parser().parse_args(argv)
     if args.workers < 1:
-        raise SystemExit(f"error: --workers {args.workers}: must be at least 1")
+        fail(f"--workers {args.workers}: must be at least 1")
     try:
         select(args)
     except KBestError as e:
-        raise SystemExit(f"error: {e}")
+        fail(str(e))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import logging
 import os
 import re
 
-from fairseq_seqkd.textio import atomic_write_lines, read_lines
+from fairseq_seqkd.textio import atomic_write_lines, fail, read_lines
 
 logger = logging.getLogger("fairseq_seqkd.corpora.paper")
 _SEG = re.compile(r"<seg[^>]*>(.*?)</seg>", re.IGNORECASE | re.DOTALL)
@@ -34,19 +34,19 @@ def segments(path):
     with open(path, encoding="utf-8") as f:
         found = [html.unescape(m.group(1)).strip() for m in _SEG.finditer(f.read())]
     if not found:
-        raise SystemExit(f"error: {path}: no <seg> elements")
+        fail(f"{path}: no <seg> elements")
     return found
 
 
 def need(path):
     if not os.path.isfile(path):
-        raise SystemExit(f"error: {path}: no such file (see the recipe's README section for where to get it)")
+        fail(f"{path}: no such file (see the recipe's README section for where to get it)")
     return path
 
 
 def aligned(src, tgt, what):
     if len(src) != len(tgt):
-        raise SystemExit(f"error: {what}: {len(src)} source and {len(tgt)} target lines")
+        fail(f"{what}: {len(src)} source and {len(tgt)} target lines")
     keep = [(s, t) for s, t in zip(src, tgt) if s.strip() and t.strip()]
     if len(keep) != len(src):
         logger.info("%s: dropped %d pairs with an empty side", what, len(src) - len(keep))
@@ -66,7 +66,7 @@ def iwslt15(corpus, src, tgt):
             s = segments(need(os.path.join(corpus, f"IWSLT15.TED.{name}.{pair}.{src}.xml")))
             t = segments(need(os.path.join(corpus, f"IWSLT15.TED.{name}.{pair}.{tgt}.xml")))
             if len(s) != len(t):
-                raise SystemExit(f"error: IWSLT15.TED.{name}: {len(s)} source and {len(t)} target segments")
+                fail(f"IWSLT15.TED.{name}: {len(s)} source and {len(t)} target segments")
             s_all += s
             t_all += t
         splits[split] = (s_all, t_all)
@@ -99,7 +99,7 @@ def wmt14(corpus, src, tgt):
     test_s = segments(need(os.path.join(corpus, "test-full", f"newstest2014-{pair}-src.{src}.sgm")))
     test_t = segments(need(os.path.join(corpus, "test-full", f"newstest2014-{pair}-ref.{tgt}.sgm")))
     if len(test_s) != len(test_t):
-        raise SystemExit(f"error: newstest2014: {len(test_s)} source and {len(test_t)} reference segments")
+        fail(f"newstest2014: {len(test_s)} source and {len(test_t)} reference segments")
     return {"train": (train_s, train_t), "valid": (valid_s, valid_t), "test": (test_s, test_t)}
 
 

@@ -22,7 +22,8 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 from omegaconf import II
 
-from fairseq_seqkd.teacher import FrozenTeacher, fail
+from fairseq_seqkd.teacher import FrozenTeacher
+from fairseq_seqkd.textio import fail
 
 
 @dataclass

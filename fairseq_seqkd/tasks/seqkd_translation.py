@@ -35,6 +35,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from fairseq_seqkd import pruning
 from fairseq_seqkd.kbest import Sentence, write_kbest_file
+from fairseq_seqkd.textio import fail
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +71,14 @@ def setup_data_task(data, subset, source_lang=None, target_lang=None):
         task = SeqKDTranslationTask.setup_task(cfg)
         task.load_dataset(subset)
     except Exception as e:
-        raise SystemExit(f"error: {data}: cannot load subset '{subset}' ({type(e).__name__}: {e})")
+        fail(f"{data}: cannot load subset '{subset}' ({type(e).__name__}: {e})")
     return task
+
+
+def collate(dataset, batch, use_cuda=False):
+    """The sample (fairseq's collated batch) of the dataset indices ``batch``, on the GPU if asked."""
+    sample = dataset.collater([dataset[int(i)] for i in batch])
+    return utils.move_to_cuda(sample) if use_cuda else sample
 
 
 def hypothesis_strings(task, generator, sample, hypos, nbest):

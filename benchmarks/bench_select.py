@@ -83,6 +83,7 @@ def main(argv=None):
     p.add_argument("--nbest", type=int, default=35)
     p.add_argument("--remove-bpe", default="sentencepiece")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="seqkd-select --workers values to time")
     args = p.parse_args(argv)
     tmp = tempfile.mkdtemp()
     path = args.kbest
@@ -93,12 +94,12 @@ def main(argv=None):
     n_sent, n_hyp = len(table), sum(len(s.hyps) for s in table.values())
     out = lambda name: os.path.join(tmp, name)
     base_runs, base_select = [], []
-    ours = {1: [], 2: []}
+    ours = {workers: [] for workers in args.workers}
     for _ in range(args.repeats):
         (base_chosen, sel), total = timed(lambda: baseline(path, out("b.src"), out("b.tgt"), args.remove_bpe))
         base_runs.append(total)
         base_select.append(sel)
-        for workers in (1, 2):
+        for workers in args.workers:
             cli = get_parser().parse_args([path, "--out-src", out(f"o{workers}.src"), "--out-tgt",
                                            out(f"o{workers}.tgt"), "--remove-bpe", args.remove_bpe,
                                            "--workers", str(workers)])
@@ -108,7 +109,7 @@ def main(argv=None):
             assert chosen == base_chosen, "different choices!"
     b = statistics.median(base_runs)
     print(f"{'real' if args.kbest else 'synthetic'} K-best lists: {n_sent} sentences, {n_hyp} hypotheses "
-          f"({path}); python {sys.version.split()[0]}, sacrebleu {sacrebleu.__version__}")
+          f"({path}); python {sys.version.split()[0]}, sacrebleu {sacrebleu.__version__}, {os.cpu_count()} CPUs")
     print(f"  sacrebleu loop: {b:.2f}s end to end ({n_hyp / b:,.0f} hypotheses/s), "
           f"selection alone {statistics.median(base_select):.2f}s")
     for workers, runs in ours.items():

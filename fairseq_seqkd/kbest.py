@@ -21,13 +21,18 @@ from fairseq_seqkd.textio import NotUTF8, atomic_open, decode_lines
 
 HEADER = "#seqkd-kbest"
 _GENERATE_LINE = re.compile(r"^([A-Z])-(\d+)\t")
+_RANKS = [str(rank) for rank in range(1024)]  # the usual spelling of ranks, compared as text
 
 
 class KBestError(Exception):
-    """A malformed K-best input; ``str()`` is ``FILE:LINE: what is wrong``."""
+    """A malformed K-best input; ``str()`` is ``FILE:LINE: what is wrong``. Picklable (worker processes)."""
 
     def __init__(self, path, line, message):
-        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+        super().__init__(path, line, message)
+        self.path, self.line, self.message = path, line, message
+
+    def __str__(self):
+        return f"{self.path}:{self.line}: {self.message}" if self.line else f"{self.path}: {self.message}"
 
 
 @dataclass
@@ -103,47 +108,135 @@ def read_generate_output(path) -> Dict[int, Sentence]:
     return table
 
 
-def read_kbest_file(path) -> Dict[int, Sentence]:
-    """Sentences from our K-best file (see the module docstring)."""
-    lines = _read_raw_lines(path)
-    head = lines[0].split("\t")
-    fields = dict(part.split("=", 1) for part in head[2:] if "=" in part)
-    if head[0] != HEADER or "sentences" not in fields:
-        raise KBestError(path, 1, f"not a K-best file (expected a first line starting with {HEADER})")
-    expected = int(fields["sentences"])
-    table: Dict[int, Sentence] = {}
-    for number, line in enumerate(lines[1:], 2):
+class KBestFile:
+    """Our K-best file, read in pieces of whole sentences (to stream it, and to parse pieces in parallel).
+
+    ``sentences`` is the count its header promises; ``lines`` its number of lines once all pieces are read.
+    """
+
+    def __init__(self, path):
+        self.path, self.lines = path, 0
+        try:
+            with open(path, "rb") as f:
+                head = f.readline()
+        except OSError as e:
+            raise KBestError(path, 0, e.strerror.lower())
+        if not head:
+            raise KBestError(path, 0, "empty file")
+        head = head.decode("utf-8", "replace").rstrip("\r\n").split("\t")
+        fields = dict(part.split("=", 1) for part in head[2:] if "=" in part)
+        if head[0] != HEADER or not fields.get("sentences", "").isdigit():
+            raise KBestError(path, 1, f"not a K-best file (expected a first line starting with {HEADER})")
+        self.sentences = int(fields["sentences"])
+
+    def pieces(self, size=1 << 22):
+        """(number of its first line, bytes) of about ``size`` bytes; a sentence's rows stay in one piece."""
+        number, rest = 2, b""
+        with open(self.path, "rb") as f:
+            f.readline()
+            while True:
+                block = f.read(size)
+                data = rest + block
+                cut = len(data) if not block else self._last_sentence(data)
+                if cut:
+                    if not block and not data.endswith(b"\n"):
+                        raise KBestError(self.path, number + data.count(b"\n"),
+                                         "truncated: the last line has no newline")
+                    yield number, data[:cut]
+                    number += data.count(b"\n", 0, cut)
+                rest = data[cut:]
+                if not block:
+                    self.lines = number - 1
+                    return
+
+    @staticmethod
+    def _last_sentence(data):
+        """Where the rows of the last sentence with a complete line in ``data`` start (0: none before it)."""
+        end = data.rfind(b"\n")
+        if end < 0:
+            return 0
+        start = data.rfind(b"\n", 0, end) + 1
+        tab = data.find(b"\t", start, end)
+        if tab < 0:
+            return start  # a malformed line: the parser of the next piece names it
+        sid = data[start:tab + 1]
+        while start and data.startswith(sid, data.rfind(b"\n", 0, start - 1) + 1):
+            start = data.rfind(b"\n", 0, start - 1) + 1
+        return start
+
+
+def parse_kbest_rows(path, first_line, data) -> List[Sentence]:
+    """The sentences in a piece of our K-best file (UTF-8 bytes of whole lines), in file order."""
+    try:
+        lines = decode_lines(data)
+    except NotUTF8 as e:
+        raise KBestError(path, first_line + e.line - 1, "not UTF-8 text")
+    out: List[Sentence] = []
+    seen = set()
+    current, entry = None, None
+    for number, line in enumerate(lines, first_line):
         parts = line.split("\t", 3)
         if len(parts) != 4:
             raise KBestError(path, number, f"expected 4 tab-separated fields, found {len(parts)}")
         sid_text, rank, score, text = parts
-        if not sid_text.isdigit():
-            raise KBestError(path, number, f"sentence id {sid_text!r} is not a number")
-        entry = _sentence(table, int(sid_text), number)
-        if rank == "S":
+        if sid_text != current:  # a sentence's rows come together
+            if not sid_text.isdigit():
+                raise KBestError(path, number, f"sentence id {sid_text!r} is not a number")
+            sid = int(sid_text)
+            if sid in seen:
+                raise KBestError(path, number, f"rows of sentence {sid} are not together")
+            seen.add(sid)
+            current, entry = sid_text, Sentence(sid, first_line=number)
+            out.append(entry)
+        hyps = entry.hyps
+        n = len(hyps)
+        if (n < len(_RANKS) and rank == _RANKS[n]) or (rank.isdigit() and int(rank) == n):
+            if not n:
+                entry.hyp_line = number
+            try:
+                value = float(score)
+            except ValueError:
+                value = math.nan
+            if value != value:  # not a number, or NaN
+                _score(path, number, score)
+            hyps.append((value, text))
+        elif rank == "S":
             _set_once(path, number, entry, "source", text, "source row")
         elif rank == "T":
             _set_once(path, number, entry, "reference", text, "reference row")
         elif rank.isdigit():
-            if int(rank) != len(entry.hyps):
-                raise KBestError(path, number, f"rank {rank} of sentence {entry.id} out of order "
-                                               f"(expected {len(entry.hyps)})")
-            entry.hyp_line = entry.hyp_line or number
-            entry.hyps.append((_score(path, number, score), text))
+            raise KBestError(path, number, f"rank {rank} of sentence {entry.id} out of order (expected {n})")
         else:
             raise KBestError(path, number, f"rank {rank!r} is neither a number nor S or T")
-    if len(table) != expected:
-        raise KBestError(path, len(lines), f"truncated: {len(table)} sentences, the header says {expected}")
+    return out
+
+
+def read_kbest_file(path) -> Dict[int, Sentence]:
+    """Sentences from our K-best file (see the module docstring)."""
+    kbest = KBestFile(path)
+    table: Dict[int, Sentence] = {}
+    for number, data in kbest.pieces():
+        for entry in parse_kbest_rows(path, number, data):
+            if entry.id in table:
+                raise KBestError(path, entry.first_line, f"rows of sentence {entry.id} are not together")
+            table[entry.id] = entry
+    if len(table) != kbest.sentences:
+        raise KBestError(path, kbest.lines, f"truncated: {len(table)} sentences, the header says {kbest.sentences}")
     return table
+
+
+def is_kbest_file(path):
+    """Whether ``path`` starts like our K-best file (else it is taken for fairseq-generate output)."""
+    try:
+        with open(path, "rb") as f:
+            return f.readline().startswith(HEADER.encode())
+    except OSError as e:
+        raise KBestError(path, 0, e.strerror.lower())
 
 
 def read_kbest(path) -> Dict[int, Sentence]:
     """Our K-best file or fairseq-generate output, told apart by the first line."""
-    with open(path, "rb") as f:
-        first = f.readline()
-    if first.startswith(HEADER.encode()):
-        return read_kbest_file(path)
-    return read_generate_output(path)
+    return read_kbest_file(path) if is_kbest_file(path) else read_generate_output(path)
 
 
 def check_complete(path, table, need_reference=False, num_sentences=None):
@@ -161,12 +254,19 @@ def check_complete(path, table, need_reference=False, num_sentences=None):
         raise KBestError(path, table[ids[-1]].first_line, f"sentence id {ids[-1]} beyond the expected {n}")
     sentences = [table[i] for i in ids]
     for entry in sentences:
-        if not entry.hyps:
-            raise KBestError(path, entry.first_line, f"sentence {entry.id} has no hypotheses")
-        if need_reference and entry.reference is None:
-            raise KBestError(path, entry.hyp_line, f"hypothesis for sentence {entry.id}, which has no "
-                                                     f"reference (T-) line")
+        check_sentence(path, entry, need_reference)
     return sentences
+
+
+def check_sentence(path, entry, need_reference=False, need_source=False):
+    """Stop on a sentence without hypotheses (or without the reference or source that is needed)."""
+    if not entry.hyps:
+        raise KBestError(path, entry.first_line, f"sentence {entry.id} has no hypotheses")
+    if need_reference and entry.reference is None:
+        raise KBestError(path, entry.hyp_line, f"hypothesis for sentence {entry.id}, which has no "
+                                                 f"reference (T-) line")
+    if need_source and entry.source is None:
+        raise KBestError(path, entry.first_line, f"sentence {entry.id} has no source (S-) line")
 
 
 def write_kbest_file(path, sentences, nbest):

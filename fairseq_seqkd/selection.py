@@ -4,15 +4,37 @@ Seq-Inter keeps the hypothesis with the highest sentence BLEU to the gold
 target (sacrebleu's ``sentence_bleu`` with its defaults, computed exactly by
 :mod:`fairseq_seqkd.bleu`), both sides decoded with ``remove_bpe`` first;
 ties go to the better-ranked hypothesis.
+
+Our K-best file is streamed: it is cut into pieces of whole sentences that
+worker processes parse and score, so memory stays flat at WMT scale and
+every step but the reading of bytes runs in parallel. fairseq-generate
+output (any order) is read whole first.
 """
 
+import collections
+import math
 import multiprocessing
-from typing import List, Sequence
+from typing import Iterator, List, NamedTuple
 
 from fairseq_seqkd.bleu import SentenceBleu
+from fairseq_seqkd.kbest import (KBestError, KBestFile, check_complete, check_sentence, is_kbest_file,
+                                 parse_kbest_rows, read_generate_output)
 
 MODES = ("seq-inter", "top1")
 REMOVE_BPE = ("sentencepiece", "subword_nmt", "none")
+PIECE_BYTES = 1 << 19  # K-best file pieces handed to a worker
+PIECE_SENTENCES = 2048  # the same for fairseq-generate output
+
+
+class Choice(NamedTuple):
+    id: int
+    line: int  # where the sentence starts in the input
+    source: str
+    target: str  # the chosen hypothesis, as generated
+    rank: int  # its rank in the K-best list (0: the teacher's best)
+    hypotheses: int
+    bleu: float  # its sentence BLEU (NaN with --mode top1)
+    first_bleu: float  # the sentence BLEU of rank 0 (NaN with --mode top1)
 
 
 def decode(text: str, remove_bpe: str) -> str:
@@ -26,32 +48,85 @@ def decode(text: str, remove_bpe: str) -> str:
     return post_process(text, remove_bpe)
 
 
-_SCORER = None
-_PAIRS = None  # the pairs being scored, shared with forked workers instead of pickled to them
+_SCORER = None  # one per process: it caches the tokens of the words it has seen
 
 
-def _choose_range(args):
-    """[(best index, its BLEU, rank-1 BLEU)] for pairs[start:stop]."""
-    start, stop, remove_bpe = args
+def choose(sentences, mode="seq-inter", remove_bpe="sentencepiece") -> List[Choice]:
+    """One Choice per sentence (which must have hypotheses, and a reference for seq-inter)."""
+    if mode == "top1":
+        return [Choice(s.id, s.first_line, s.source, s.hyps[0][1], 0, len(s.hyps), math.nan, math.nan)
+                for s in sentences]
     global _SCORER
     if _SCORER is None:
         _SCORER = SentenceBleu()
-    out = []
-    for hyps, ref in _PAIRS[start:stop]:
-        out.append(_SCORER.choose([decode(h, remove_bpe) for h in hyps], decode(ref, remove_bpe)))
-    return out
+    results = _SCORER.choose_many([([decode(h, remove_bpe) for _, h in s.hyps], decode(s.reference, remove_bpe))
+                                   for s in sentences])
+    return [Choice(s.id, s.first_line, s.source, s.hyps[best][1], best, len(s.hyps), bleu, first)
+            for s, (best, bleu, first) in zip(sentences, results)]
 
 
-def choose_seq_inter(pairs: Sequence, remove_bpe="sentencepiece", workers=1, chunk_size=64) -> List:
-    """For each (hypotheses, reference) pair: (index of the best, its BLEU, BLEU of rank 1)."""
-    global _PAIRS
-    _PAIRS = pairs
-    try:
-        ranges = [(i, min(i + chunk_size, len(pairs)), remove_bpe) for i in range(0, len(pairs), chunk_size)]
-        methods = multiprocessing.get_all_start_methods()
-        if workers <= 1 or len(ranges) <= 1 or "fork" not in methods:
-            return [r for chunk in map(_choose_range, ranges) for r in chunk]
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return [r for chunk in pool.imap(_choose_range, ranges) for r in chunk]
-    finally:
-        _PAIRS = None
+def _choose_piece(task):
+    """Choices for one piece of a K-best file (run in a worker)."""
+    path, first_line, data, mode, remove_bpe = task
+    sentences = parse_kbest_rows(path, first_line, data)
+    for s in sentences:
+        check_sentence(path, s, need_reference=mode == "seq-inter", need_source=True)
+    return choose(sentences, mode, remove_bpe)
+
+
+def _choose_sentences(task):
+    sentences, mode, remove_bpe = task
+    return choose(sentences, mode, remove_bpe)
+
+
+def _in_workers(work, tasks, workers):
+    """``map(work, tasks)`` in order, in ``workers`` processes with a few tasks in flight (bounded memory)."""
+    if workers <= 1:
+        yield from map(work, tasks)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    with multiprocessing.get_context("fork" if "fork" in methods else None).Pool(workers) as pool:
+        pending = collections.deque()
+        for task in tasks:
+            pending.append(pool.apply_async(work, (task,)))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def choices(path, mode="seq-inter", remove_bpe="sentencepiece", workers=1, num_sentences=None) -> Iterator[Choice]:
+    """One Choice per sentence of a K-best file or fairseq-generate output, in id order.
+
+    Stops with KBestError (``FILE:LINE: what is wrong``) on a malformed input, a missing, repeated or
+    out-of-order sentence, or fewer sentences than the K-best file's header (or ``num_sentences``) says.
+    """
+    if is_kbest_file(path):
+        kbest = KBestFile(path)
+        expected = kbest.sentences
+        if num_sentences is not None and num_sentences != expected:
+            raise KBestError(path, 1, f"the header says {expected} sentences, not {num_sentences}")
+        size = PIECE_BYTES if workers > 1 else 8 * PIECE_BYTES
+        batches = _in_workers(_choose_piece, ((path, line, data, mode, remove_bpe)
+                                              for line, data in kbest.pieces(size)), workers)
+    else:
+        kbest = None
+        sentences = check_complete(path, read_generate_output(path), need_reference=mode == "seq-inter",
+                                   num_sentences=num_sentences)
+        for s in sentences:
+            check_sentence(path, s, need_source=True)
+        expected = len(sentences)
+        batches = _in_workers(_choose_sentences, ((sentences[i:i + PIECE_SENTENCES], mode, remove_bpe)
+                                                  for i in range(0, len(sentences), PIECE_SENTENCES)), workers)
+    count = 0
+    for batch in batches:
+        for choice in batch:
+            if choice.id != count or count >= expected:
+                what = (f"sentence {choice.id} out of order or repeated (after sentence {count - 1})"
+                        if choice.id < count else f"sentence id(s) {count} to {choice.id - 1} missing"
+                        if choice.id != count else f"sentence {choice.id} beyond the {expected} of the header")
+                raise KBestError(path, choice.line, what)
+            count += 1
+            yield choice
+    if count != expected:
+        raise KBestError(path, kbest.lines, f"truncated: {count} sentences, the header says {expected}")

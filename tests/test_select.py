@@ -2,6 +2,7 @@
 
 import os
 import random
+import re
 
 import pytest
 import sacrebleu
@@ -9,13 +10,14 @@ from fairseq.data.data_utils import post_process
 from sacrebleu.metrics.bleu import BLEU
 
 import toydata
+from fairseq_seqkd import bleu, selection
 from fairseq_seqkd.bleu import SentenceBleu
 from fairseq_seqkd.cli.select import get_parser, select
-from fairseq_seqkd.kbest import Sentence, write_kbest_file
+from fairseq_seqkd.kbest import KBestError, Sentence, write_kbest_file
 
 # characters that exercise every rule of sacrebleu's 13a tokenizer
 NASTY = list("aábcdeéz") + list("0123456789") + list(".,.,-:;!?'\"&/()[]{}~`@#$%^*+=<>|\\") + [
-    " ", " ", " ", "\t", "\u00a0", "&quot;", "&amp;", "&lt;", "&gt;", "<skipped>", "é", "ß", "中", "😀", "--", "..."]
+    " ", " ", " ", "\t", "\u00a0", "&quot;", "&amp;", "&lt;", "&gt;", "<skipped>", "é", "ß", "中", "😀", "--", "...", "\x00"]
 
 
 def random_text(rng, max_len=30):
@@ -62,17 +64,39 @@ def test_scores_equal_sacrebleu_bit_for_bit():
     assert checked > 2000
 
 
-def test_best_prefers_the_earliest_of_equal_scores():
+def test_choice_prefers_the_earliest_of_equal_scores():
     ours = SentenceBleu()
     ref = "in the beginning God created the heaven"
     hyps = ["in the end", "in the beginning God made", "God created in the beginning",
             "in the beginning God made", ref, ref]
-    best, scores = ours.best(hyps, ref)
-    assert best == 4 and scores[4] == scores[5] == sacrebleu.sentence_bleu(ref, [ref]).score
-    best, _ = ours.best(["x y", "a b", "c d"], ref)  # all zero: the first one
-    assert best == 0
+    scores = ours.scores(hyps, ref)
+    assert scores[4] == scores[5] == sacrebleu.sentence_bleu(ref, [ref]).score
     assert ours.choose(hyps, ref) == (4, scores[4], scores[0])
-    assert ours.choose(["x y", "a b", "c d"], ref) == (0, 0.0, 0.0)
+    assert ours.choose(["x y", "a b", "c d"], ref) == (0, 0.0, 0.0)  # all zero: the first one
+
+
+@pytest.mark.parametrize("group, table_size, words", [(256, 1 << 24, 10 ** 6), (3, 40, 5)])
+def test_many_lists_at_once_equal_one_at_a_time(monkeypatch, group, table_size, words):
+    """Lists scored together (shared words, a text containing the separator); then small groups, tables
+    too small for the n-gram lookup (binary search instead) and a scorer that often forgets its words."""
+    monkeypatch.setattr(bleu, "GROUP", group)
+    monkeypatch.setattr(bleu, "TABLE_SIZE", table_size)
+    monkeypatch.setattr(bleu, "WORDS", words)
+    rng = random.Random(5)
+    words = ["the", "the", "of", "God", ",", ".", "a", "b", "c\x00d", "3.5"]
+    lists = []
+    for _ in range(600):
+        ref = " ".join(rng.choice(words) for _ in range(rng.randint(0, 12)))
+        hyps = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))) for _ in range(rng.randint(1, 6))]
+        lists.append((hyps, ref))
+    together = SentenceBleu().choose_many(lists)
+    assert len(together) == 600
+    for (hyps, ref), got in zip(lists, together):
+        expected = [sacrebleu.sentence_bleu(h, [ref]).score for h in hyps]
+        best = max(range(len(hyps)), key=lambda i: (expected[i], -i))
+        assert got == (best, expected[best], expected[0]), (hyps, ref)
+    with pytest.raises(ValueError):
+        SentenceBleu().choose_many([(["a"], "a"), ([], "b")])
 
 
 def brute_force_choice(hyps, ref, remove_bpe):
@@ -193,18 +217,59 @@ def test_cli_bad_input_is_one_line_error_exit_1(tmp_path):
     assert os.listdir(tmp_path) == ["gen.out"]
 
 
-def test_bad_kbest_file_errors(tmp_path):
+def test_kbest_file_streamed_in_small_pieces_equals_brute_force(tmp_path, monkeypatch):
+    """Pieces of a few rows: sentences never split between pieces, order kept, 1 and 2 processes."""
+    monkeypatch.setattr(selection, "PIECE_BYTES", 64)
+    rng = random.Random(7)
+    sentences = random_kbest(rng, 80, 6, to_sentencepiece)
+    path = str(tmp_path / "k")
+    write_kbest_file(path, sentences, 6)
+    expected = [s.hyps[brute_force_choice([h for _, h in s.hyps], s.reference, "sentencepiece")][1]
+                for s in sentences]
+    for workers in ("1", "2"):
+        out = str(tmp_path / f"tgt{workers}")
+        select(get_parser().parse_args([path, "--out-src", str(tmp_path / "src"), "--out-tgt", out,
+                                        "--workers", workers]))
+        with open(out) as f:
+            assert f.read().splitlines() == expected
+
+
+@pytest.mark.parametrize("piece_bytes", [1 << 19, 16])
+def test_bad_kbest_file_errors(tmp_path, monkeypatch, piece_bytes):
+    monkeypatch.setattr(selection, "PIECE_BYTES", piece_bytes)
     good = tmp_path / "good"
-    write_kbest_file(str(good), [Sentence(0, "a", "x", [(-1.0, "x")]), Sentence(1, "b", "y", [(-1.0, "y")])], 1)
-    lines = good.read_text().splitlines(keepends=True)
+    write_kbest_file(str(good), [Sentence(i, f"s{i}", "x", [(-1.0, "x"), (-2.0, "y")]) for i in range(6)], 2)
+    lines = good.read_text().splitlines(keepends=True)  # header, then 4 rows per sentence
+    n = len(lines)
     cases = {
-        "truncated": ("".join(lines[:-3]), f"{len(lines) - 3}: truncated: 1 sentences, the header says 2"),
-        "badrank": ("".join(lines[:3]) + "0\t5\t-1.0\tx\n" + "".join(lines[4:]), "4: rank 5 of sentence 0 out of order"),
-        "fields": ("".join(lines[:3]) + "0\t0\n" + "".join(lines[4:]), "4: expected 4 tab-separated fields"),
+        "truncated": ("".join(lines[:-4]), f"{n - 4}: truncated: 5 sentences, the header says 6"),
+        "no-newline": ("".join(lines)[:-1], f"{n}: truncated: the last line has no newline"),
+        "badrank": ("".join(lines[:19]) + "4\t5\t-1.0\tx\n" + "".join(lines[20:]),
+                    "20: rank 5 of sentence 4 out of order"),
+        "fields": ("".join(lines[:19]) + "4\t0\n" + "".join(lines[20:]), "20: expected 4 tab-separated fields"),
+        "score": ("".join(lines[:19]) + "4\t0\tnan\tx\n" + "".join(lines[20:]), "20: score 'nan' is not a number"),
+        # in one piece the parser sees the row apart; alone in a piece, it starts sentence 3 again at rank 1
+        "apart": ("".join(lines[:16] + lines[17:21] + lines[16:17] + lines[21:]),
+                  "21: (rows of sentence 3 are not together|rank 1 of sentence 3 out of order)"),
+        "order": ("".join(lines[:1] + lines[5:9] + lines[1:5] + lines[9:]),
+                  r"2: sentence id\(s\) 0 to 0 missing"),
+        "gap": ("".join(lines[:9] + lines[13:]).replace("sentences=6", "sentences=5"),
+                r"10: sentence id\(s\) 2 to 2 missing"),
+        "beyond": ("".join(lines).replace("sentences=6", "sentences=5"), "22: sentence 5 beyond the 5 of the header"),
+        "no-hyps": ("".join(lines[:19] + lines[21:]), "18: sentence 4 has no hypotheses"),
+        "no-ref": ("".join(lines[:18] + lines[19:]), "19: hypothesis for sentence 4, which has no reference"),
     }
     for name, (content, message) in cases.items():
         path = tmp_path / name
         path.write_text(content)
-        with pytest.raises(Exception, match=f"{path}:{message}"):
-            select(get_parser().parse_args([str(path), "--out-src", str(tmp_path / "s"),
-                                            "--out-tgt", str(tmp_path / "t")]))
+        for workers in ("1", "2"):
+            with pytest.raises(KBestError) as err:
+                select(get_parser().parse_args([str(path), "--out-src", str(tmp_path / "out.s"),
+                                                "--out-tgt", str(tmp_path / "out.t"), "--workers", workers]))
+            assert re.match(re.escape(f"{path}:") + message, str(err.value)), (name, str(err.value))
+            assert not [f for f in os.listdir(tmp_path) if f.startswith("out.")], name  # no output, no temporary
+    path = tmp_path / "latin1"
+    path.write_bytes("".join(lines[:13]).encode() + "14\t0\t-1\t\u00e9\n".encode("latin-1") + "".join(lines[14:]).encode())
+    with pytest.raises(KBestError, match=f"{path}:14: not UTF-8 text"):
+        select(get_parser().parse_args([str(path), "--out-src", str(tmp_path / "out.s"), "--out-tgt",
+                                        str(tmp_path / "out.t")]))

@@ -18,9 +18,9 @@ import logging
 import time
 
 from fairseq_seqkd.cli import argument_parser, setup_logging
-from fairseq_seqkd.kbest import KBestError, check_complete, read_kbest
-from fairseq_seqkd.selection import MODES, REMOVE_BPE, choose_seq_inter
-from fairseq_seqkd.textio import atomic_write_lines, fail
+from fairseq_seqkd.kbest import KBestError
+from fairseq_seqkd.selection import MODES, REMOVE_BPE, choices
+from fairseq_seqkd.textio import atomic_open, fail
 
 logger = logging.getLogger("seqkd-select")
 
@@ -34,37 +34,31 @@ def get_parser():
                    help="seq-inter: highest sentence BLEU to the reference; top1: the teacher's best (Seq-KD)")
     p.add_argument("--remove-bpe", choices=REMOVE_BPE, default="sentencepiece",
                    help="how to turn subwords into words before computing BLEU (as fairseq's --post-process)")
-    p.add_argument("--workers", type=int, default=1, help="processes computing sentence BLEU")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes that parse and score (a K-best file is streamed to them in pieces)")
     p.add_argument("--num-sentences", type=int, help="expected number of sentences (catches a missing tail)")
     return p
 
 
 def select(args):
+    """Write the outputs (atomically: nothing is left on an error); return the chosen ranks."""
     start = time.time()
-    table = read_kbest(args.input)
-    sentences = check_complete(args.input, table, need_reference=args.mode == "seq-inter",
-                               num_sentences=args.num_sentences)
-    for s in sentences:
-        if s.source is None:
-            raise KBestError(args.input, s.first_line, f"sentence {s.id} has no source (S-) line")
-    n_hyps = sum(len(s.hyps) for s in sentences)
-    t0 = time.time()
-    if args.mode == "top1":
-        chosen = [0] * len(sentences)
-    else:
-        results = choose_seq_inter([([h for _, h in s.hyps], s.reference) for s in sentences],
-                                   args.remove_bpe, args.workers)
-        chosen = [best for best, _, _ in results]
-        mean = lambda xs: sum(xs) / len(xs)
-        logger.info("sentence BLEU: rank 1 %.2f, selected %.2f on average; %d of %d sentences changed",
-                    mean([r[2] for r in results]), mean([r[1] for r in results]),
-                    sum(1 for b in chosen if b), len(chosen))
-    select_time = time.time() - t0
-    atomic_write_lines(args.out_src, [s.source for s in sentences])
-    atomic_write_lines(args.out_tgt, [s.hyps[best][1] for s, best in zip(sentences, chosen)])
-    logger.info("%d sentences, %d hypotheses: selection %.2fs (%.0f hypotheses/s), %.2fs in all",
-                len(sentences), n_hyps, select_time, n_hyps / max(select_time, 1e-9), time.time() - start)
-    return chosen
+    ranks, hyps, bleu, first_bleu = [], 0, 0.0, 0.0
+    with atomic_open(args.out_src) as src, atomic_open(args.out_tgt) as tgt:
+        for choice in choices(args.input, args.mode, args.remove_bpe, args.workers, args.num_sentences):
+            src.write(choice.source + "\n")
+            tgt.write(choice.target + "\n")
+            ranks.append(choice.rank)
+            hyps += choice.hypotheses
+            bleu += choice.bleu
+            first_bleu += choice.first_bleu
+    seconds = time.time() - start
+    if args.mode == "seq-inter":
+        logger.info("sentence BLEU: rank 0 %.2f, selected %.2f on average; %d of %d sentences changed",
+                    first_bleu / max(len(ranks), 1), bleu / max(len(ranks), 1), sum(1 for r in ranks if r), len(ranks))
+    logger.info("%d sentences, %d hypotheses in %.2fs (%.0f hypotheses/s) with %d process(es)",
+                len(ranks), hyps, seconds, hyps / max(seconds, 1e-9), args.workers)
+    return ranks
 
 
 def cli_main(argv=None):

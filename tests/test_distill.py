@@ -155,3 +155,27 @@ def test_two_processes_at_once_merge_to_the_unsharded_output(plain, toy_data, to
     distill(get_parser().parse_args(["--merge", "--out-prefix", prefix, "--num-shards", "2"]))
     for ext in ("src", "tgt"):
         assert filecmp.cmp(f"{prefix}.{ext}", f"{plain}.{ext}", shallow=False)
+
+
+def test_long_references_are_kept_and_too_long_sources_named(toy_data, toy_model, tmp_path):
+    """Targets are never fed to the teacher: a 1,100-token reference is fine. A source longer than the
+    teacher's 1,024 positions stops the run with a one-line error naming the sentence (no line is dropped)."""
+    for name, long_side in (("longref", 1), ("longsrc", 0)):
+        text = tmp_path / f"{name}-text"
+        text.mkdir()
+        pairs = toydata.toy_pairs(5, seed=3)
+        pairs[2] = tuple(" ".join([w] * 1100) if side == long_side else pairs[2][side]
+                         for side, w in enumerate(("s1", "t1")))
+        for side, lang in ((0, "src"), (1, "tgt")):
+            (text / f"train.{lang}").write_text("".join(p[side] + "\n" for p in pairs))
+        data = toydata.preprocess(str(text), str(tmp_path / f"{name}-bin"), splits=("train",), extra=[
+            "--srcdict", os.path.join(toy_data, "dict.src.txt"), "--tgtdict", os.path.join(toy_data, "dict.tgt.txt")])
+        prefix = tmp_path / name / "train.kd"
+        if name == "longref":
+            run(data, toy_model, prefix, "--beam", "2")
+            assert lines(f"{prefix}.src") == [p[0] for p in pairs]
+        else:
+            with pytest.raises(SystemExit, match="sentence 2 of train has 1101 source tokens \\(with </s>\\), more than the "
+                                                 "teacher's 1024 positions"):
+                run(data, toy_model, prefix, "--beam", "2")
+            assert not os.path.exists(prefix.parent)

@@ -145,7 +145,12 @@ def test_bible_cleaning_rules():
     assert clean_verse(rv, cleaner, first_of_chapter=True, stats=stats) == "En el principio crió Dios."
     assert clean_verse(rv, cleaner, first_of_chapter=False) == "EN el principio crió Dios."
     assert clean_verse("<w>Y</w> dijo: A.", cleaner, first_of_chapter=True) == "Y dijo: A."  # one letter: kept
-    assert stats == {"note_between_words": 1, "space_before_punctuation": 1, "capitalised_chapter_opening": 1}
+    last = ('<w>saints</w>. Amen.  <chapter eID="Rev.22"/><div eID="gen35836" type="x-p"/> <div canonical="true" '
+            'eID="gen35575" osisID="Rev" type="book"/> <div sID="gen35837" type="glossary"/> <title>World English '
+            'Bible Glossary</title> The following words used in the World English Bible are not very common.')
+    assert clean_verse(last, cleaner, stats=stats) == "saints. Amen."
+    assert stats == {"note_between_words": 1, "space_before_punctuation": 1, "capitalised_chapter_opening": 1,
+                     "back_matter_after_book_end": 1}
 
 
 @pytest.mark.skipif(not os.path.isdir("/usr/share/sword/modules/texts/ztext/engKJV2006eb"),
@@ -161,5 +166,7 @@ def test_read_bible_from_installed_modules():
     assert texts["es"][first] == "En el principio crió Dios los cielos y la tierra."
     assert texts["kjv"][first] == "In the beginning God created the heaven and the earth."
     assert refs[-1] == "Rev.22.21"
+    assert texts["en"][-1] == "The grace of the Lord Jesus Christ be with all the saints. Amen."  # no glossary
+    assert max(len(t.split()) for k in texts for t in texts[k]) < 120  # Esther 8:9, the longest verse, has ~90
     assert stats["verses_in_chapters_with_different_versification"] == 31
     assert not any("<" in t or "  " in t for k in texts for t in texts[k])

@@ -174,7 +174,16 @@ def setup(args):
     if use_cuda:
         model.cuda()
     dataset = task.dataset(args.subset)
-    max_positions = utils.resolve_max_positions(task.max_positions(), model.max_positions())
+    # Only the source goes through the teacher (targets are references, never fed to the model), and every
+    # line must be kept: a source longer than the teacher's positions stops the run, naming the sentence.
+    max_source = utils.resolve_max_positions(task.max_positions(), model.max_positions())[0]
+    too_long = (dataset.src_sizes > max_source).nonzero()[0]
+    if len(too_long):
+        i = int(too_long[0])
+        fail(f"{args.data}: sentence {i} of {args.subset} has {dataset.src_sizes[i]} source tokens (with </s>), "
+             f"more than the teacher's {max_source} positions ({len(too_long)} such sentence(s)); drop or split "
+             f"them before fairseq-preprocess")
+    max_positions = (max_source, sys.maxsize)
     batches = task.get_batch_iterator(
         dataset, max_tokens=args.max_tokens, max_sentences=args.batch_size, max_positions=max_positions,
         ignore_invalid_inputs=False, seed=1, num_workers=0, disable_iterator_cache=True,
@@ -230,13 +239,14 @@ def decode_shard(args):
             sample = collate(dataset, batch, use_cuda)
             hypos = task.inference_step(generator, [model], sample)
             records = []
-            for entry in hypothesis_strings(task, generator, sample, hypos, args.nbest):
-                texts = [h for _, h in entry.hyps]
-                best = 0
-                if scorer is not None:
-                    best, _, _ = scorer.choose([decode(h, args.remove_bpe) for h in texts],
-                                               decode(entry.reference, args.remove_bpe))
-                record = {"id": entry.id, "src": entry.source, "tgt": texts[best]}
+            entries = hypothesis_strings(task, generator, sample, hypos, args.nbest)
+            chosen = [0] * len(entries)
+            if scorer is not None:
+                chosen = [best for best, _, _ in scorer.choose_many(
+                    [([decode(h, args.remove_bpe) for _, h in entry.hyps], decode(entry.reference, args.remove_bpe))
+                     for entry in entries])]
+            for entry, best in zip(entries, chosen):
+                record = {"id": entry.id, "src": entry.source, "tgt": entry.hyps[best][1]}
                 if args.write_kbest:
                     record["ref"] = entry.reference
                     record["hyps"] = entry.hyps

@@ -12,7 +12,9 @@ Systematic noise we clean (and count):
   two words they were glued together ("Godcreated"); we put a space there;
 * chapter openings in capitals in RV1909 ("EN el principio"): the capitalised
   first word is written as an ordinary word ("En el principio");
-* whitespace runs and spaces before punctuation left by stripped markup.
+* whitespace runs and spaces before punctuation left by stripped markup;
+* back matter after a book's end marker, which a module returns as part of the
+  book's last verse (the WEB's 3,000-word glossary after Revelation 22:21).
 
 Chapters whose verse count differs between the modules' versifications are
 skipped (3 John 1 and Revelation 12: 31 verses), because their verses do not
@@ -41,6 +43,7 @@ _GLUED_NOTE = re.compile(r"(?<=\w)\x00(?=\w)")
 _SPACE = re.compile(r"\s+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?])")
 _CAPS_FIRST_WORD = re.compile(r"^(\W*)([^\W\d_]{2,})\b")
+_AFTER_BOOK_END = re.compile(r'<div\b(?=[^>]*\beID=)(?=[^>]*\btype="book")[^>]*/>.*', re.DOTALL)
 
 
 class CleaningStats(collections.Counter):
@@ -50,6 +53,8 @@ class CleaningStats(collections.Counter):
 def clean_verse(raw: str, cleaner, first_of_chapter: bool = False, stats=None) -> str:
     """Turn one verse of OSIS markup into plain text (see the module docstring)."""
     stats = stats if stats is not None else CleaningStats()
+    raw, back_matter = _AFTER_BOOK_END.subn("", raw)
+    stats["back_matter_after_book_end"] += back_matter
     text = _NOTE.sub(_NOTE_MARK, raw)
     text = cleaner.clean(text)
     text, glued = _GLUED_NOTE.subn(" ", text)

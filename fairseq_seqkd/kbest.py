@@ -55,14 +55,20 @@ def _score(path, number, text):
     return value
 
 
-def _read_raw_lines(path):
+def _read_bytes(path, whole=True):
+    """The bytes of a file (or of its first line); KBestError for an unreadable or empty file."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read() if whole else f.readline()
     except OSError as e:
         raise KBestError(path, 0, e.strerror.lower())
     if not data:
         raise KBestError(path, 0, "empty file")
+    return data
+
+
+def _read_raw_lines(path):
+    data = _read_bytes(path)
     if not data.endswith(b"\n"):
         raise KBestError(path, data.count(b"\n") + 1, "truncated: the last line has no newline")
     try:
@@ -116,14 +122,7 @@ class KBestFile:
 
     def __init__(self, path):
         self.path, self.lines = path, 0
-        try:
-            with open(path, "rb") as f:
-                head = f.readline()
-        except OSError as e:
-            raise KBestError(path, 0, e.strerror.lower())
-        if not head:
-            raise KBestError(path, 0, "empty file")
-        head = head.decode("utf-8", "replace").rstrip("\r\n").split("\t")
+        head = _read_bytes(path, whole=False).decode("utf-8", "replace").rstrip("\r\n").split("\t")
         fields = dict(part.split("=", 1) for part in head[2:] if "=" in part)
         if head[0] != HEADER or not fields.get("sentences", "").isdigit():
             raise KBestError(path, 1, f"not a K-best file (expected a first line starting with {HEADER})")
@@ -227,11 +226,7 @@ def read_kbest_file(path) -> Dict[int, Sentence]:
 
 def is_kbest_file(path):
     """Whether ``path`` starts like our K-best file (else it is taken for fairseq-generate output)."""
-    try:
-        with open(path, "rb") as f:
-            return f.readline().startswith(HEADER.encode())
-    except OSError as e:
-        raise KBestError(path, 0, e.strerror.lower())
+    return _read_bytes(path, whole=False).startswith(HEADER.encode())
 
 
 def read_kbest(path) -> Dict[int, Sentence]:

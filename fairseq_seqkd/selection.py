@@ -48,6 +48,13 @@ def decode(text: str, remove_bpe: str) -> str:
     return post_process(text, remove_bpe)
 
 
+def decode_all(texts, remove_bpe: str) -> List[str]:
+    """``[decode(t, remove_bpe) for t in texts]`` up to the whitespace at either end (which BLEU ignores)."""
+    if remove_bpe == "sentencepiece" and texts:  # one pass over all of them (texts are lines: no newlines)
+        return "\n".join(texts).replace(" ", "").replace("\u2581", " ").split("\n")
+    return [decode(t, remove_bpe) for t in texts]
+
+
 _SCORER = None  # one per process: it caches the tokens of the words it has seen
 
 
@@ -59,8 +66,9 @@ def choose(sentences, mode="seq-inter", remove_bpe="sentencepiece") -> List[Choi
     global _SCORER
     if _SCORER is None:
         _SCORER = SentenceBleu()
-    results = _SCORER.choose_many([([decode(h, remove_bpe) for _, h in s.hyps], decode(s.reference, remove_bpe))
-                                   for s in sentences])
+    hyps = iter(decode_all([h for s in sentences for _, h in s.hyps], remove_bpe))
+    refs = decode_all([s.reference for s in sentences], remove_bpe)
+    results = _SCORER.choose_many([([next(hyps) for _ in s.hyps], ref) for s, ref in zip(sentences, refs)])
     return [Choice(s.id, s.first_line, s.source, s.hyps[best][1], best, len(s.hyps), bleu, first)
             for s, (best, bleu, first) in zip(sentences, results)]
 

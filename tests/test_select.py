@@ -273,3 +273,11 @@ def test_bad_kbest_file_errors(tmp_path, monkeypatch, piece_bytes):
     with pytest.raises(KBestError, match=f"{path}:14: not UTF-8 text"):
         select(get_parser().parse_args([str(path), "--out-src", str(tmp_path / "out.s"), "--out-tgt",
                                         str(tmp_path / "out.t")]))
+
+
+def test_decoding_all_at_once_equals_one_by_one():
+    rng = random.Random(11)
+    texts = [to_sentencepiece(random_text(rng)) for _ in range(300)] + ["", " ", "\u2581a \u2581b"]
+    for remove_bpe in ("sentencepiece", "subword_nmt", "none"):
+        assert [t.strip() for t in selection.decode_all(texts, remove_bpe)] == \
+            [selection.decode(t, remove_bpe).strip() for t in texts]

@@ -192,13 +192,7 @@ def parse_kbest_rows(path, first_line, data) -> List[Sentence]:
         if (n < len(_RANKS) and rank == _RANKS[n]) or (rank.isdigit() and int(rank) == n):
             if not n:
                 entry.hyp_line = number
-            try:
-                value = float(score)
-            except ValueError:
-                value = math.nan
-            if value != value:  # not a number, or NaN
-                _score(path, number, score)
-            hyps.append((value, text))
+            hyps.append((_score(path, number, score), text))
         elif rank == "S":
             _set_once(path, number, entry, "source", text, "source row")
         elif rank == "T":

@@ -129,11 +129,13 @@ def choices(path, mode="seq-inter", remove_bpe="sentencepiece", workers=1, num_s
     count = 0
     for batch in batches:
         for choice in batch:
-            if choice.id != count or count >= expected:
-                what = (f"sentence {choice.id} out of order or repeated (after sentence {count - 1})"
-                        if choice.id < count else f"sentence id(s) {count} to {choice.id - 1} missing"
-                        if choice.id != count else f"sentence {choice.id} beyond the {expected} of the header")
-                raise KBestError(path, choice.line, what)
+            if choice.id < count:
+                raise KBestError(path, choice.line, f"sentence {choice.id} out of order or repeated "
+                                                    f"(after sentence {count - 1})")
+            if choice.id > count:
+                raise KBestError(path, choice.line, f"sentence id(s) {count} to {choice.id - 1} missing")
+            if count >= expected:
+                raise KBestError(path, choice.line, f"sentence {choice.id} beyond the {expected} of the header")
             count += 1
             yield choice
     if count != expected:

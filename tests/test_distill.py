@@ -179,3 +179,15 @@ def test_long_references_are_kept_and_too_long_sources_named(toy_data, toy_model
                                                  "teacher's 1024 positions"):
                 run(data, toy_model, prefix, "--beam", "2")
             assert not os.path.exists(prefix.parent)
+
+
+def test_seq_inter_without_references_is_a_one_line_error(toy_data, tmp_path):
+    data = tmp_path / "no-targets"
+    data.mkdir()
+    for name in os.listdir(toy_data):
+        if not name.startswith("train.src-tgt.tgt"):  # the training split without its target side
+            (data / name).write_bytes(open(os.path.join(toy_data, name), "rb").read())
+    prefix = tmp_path / "out" / "train.inter"
+    with pytest.raises(SystemExit, match="subset 'train' has no target side: --select seq-inter needs the references"):
+        run(str(data), "unused.pt", prefix, "--beam", "2", "--nbest", "2", "--select", "seq-inter")
+    assert not os.path.exists(prefix.parent)

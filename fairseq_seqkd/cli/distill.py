@@ -167,13 +167,15 @@ def setup(args):
     from fairseq_seqkd.teacher import load_model
 
     task = setup_data_task(args.data, args.subset, args.source_lang, args.target_lang)
+    dataset = task.dataset(args.subset)
+    if args.select == "seq-inter" and dataset.tgt is None:
+        fail(f"{args.data}: subset '{args.subset}' has no target side: --select seq-inter needs the references")
     model = load_model(args.path, task, what="teacher")
     use_cuda = torch.cuda.is_available() and not args.cpu
     if args.fp16:
         model.half()
     if use_cuda:
         model.cuda()
-    dataset = task.dataset(args.subset)
     # Only the source goes through the teacher (targets are references, never fed to the model), and every
     # line must be kept: a source longer than the teacher's positions stops the run, naming the sentence.
     max_source = utils.resolve_max_positions(task.max_positions(), model.max_positions())[0]
@@ -194,8 +196,7 @@ def setup(args):
 def decode_shard(args):
     from tqdm import tqdm
 
-    from fairseq_seqkd.bleu import SentenceBleu
-    from fairseq_seqkd.selection import decode
+    from fairseq_seqkd.selection import choose
     from fairseq_seqkd.tasks.seqkd_translation import collate, hypothesis_strings
 
     path = run_file(args.out_prefix, args.shard_id, args.num_shards)
@@ -222,7 +223,6 @@ def decode_shard(args):
         return run
     generator = task.build_generator([model], argparse.Namespace(
         beam=args.beam, nbest=args.nbest, max_len_a=args.max_len_a, max_len_b=args.max_len_b, lenpen=args.lenpen))
-    scorer = SentenceBleu() if args.select == "seq-inter" else None
     logger.info("shard %d of %d: %d of %d batches to decode (%d sentences in the shard, %d in %s), beam %d, %s",
                 args.shard_id, args.num_shards, len(todo), len(mine), total, len(dataset), args.subset,
                 args.beam, "cuda" if use_cuda else "cpu")
@@ -240,13 +240,8 @@ def decode_shard(args):
             hypos = task.inference_step(generator, [model], sample)
             records = []
             entries = hypothesis_strings(task, generator, sample, hypos, args.nbest)
-            chosen = [0] * len(entries)
-            if scorer is not None:
-                chosen = [best for best, _, _ in scorer.choose_many(
-                    [([decode(h, args.remove_bpe) for _, h in entry.hyps], decode(entry.reference, args.remove_bpe))
-                     for entry in entries])]
-            for entry, best in zip(entries, chosen):
-                record = {"id": entry.id, "src": entry.source, "tgt": entry.hyps[best][1]}
+            for entry, choice in zip(entries, choose(entries, args.select, args.remove_bpe)):
+                record = {"id": entry.id, "src": entry.source, "tgt": choice.target}
                 if args.write_kbest:
                     record["ref"] = entry.reference
                     record["hyps"] = entry.hyps

@@ -12,6 +12,8 @@ output (any order) is read whole first.
 """
 
 import collections
+import concurrent.futures
+import contextlib
 import math
 import multiprocessing
 from typing import Iterator, List, NamedTuple
@@ -92,15 +94,20 @@ def _in_workers(work, tasks, workers):
     if workers <= 1:
         yield from map(work, tasks)
         return
-    methods = multiprocessing.get_all_start_methods()
-    with multiprocessing.get_context("fork" if "fork" in methods else None).Pool(workers) as pool:
+    # A worker that dies makes the results raise BrokenProcessPool (multiprocessing.Pool would wait forever).
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         pending = collections.deque()
-        for task in tasks:
-            pending.append(pool.apply_async(work, (task,)))
-            if len(pending) > 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+        try:
+            for task in tasks:
+                pending.append(pool.submit(work, task))
+                if len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:  # stopped early: drop what has not started
+                future.cancel()
 
 
 def choices(path, mode="seq-inter", remove_bpe="sentencepiece", workers=1, num_sentences=None) -> Iterator[Choice]:
@@ -126,6 +133,12 @@ def choices(path, mode="seq-inter", remove_bpe="sentencepiece", workers=1, num_s
         expected = len(sentences)
         batches = _in_workers(_choose_sentences, ((sentences[i:i + PIECE_SENTENCES], mode, remove_bpe)
                                                   for i in range(0, len(sentences), PIECE_SENTENCES)), workers)
+    with contextlib.closing(batches):  # on an error, stop the workers now, not when the generator is collected
+        yield from _in_order(path, batches, expected, kbest)
+
+
+def _in_order(path, batches, expected, kbest):
+    """The choices of the batches, checked to be sentences 0, 1, ..., expected - 1."""
     count = 0
     for batch in batches:
         for choice in batch:

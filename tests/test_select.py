@@ -281,3 +281,10 @@ def test_decoding_all_at_once_equals_one_by_one():
     for remove_bpe in ("sentencepiece", "subword_nmt", "none"):
         assert [t.strip() for t in selection.decode_all(texts, remove_bpe)] == \
             [selection.decode(t, remove_bpe).strip() for t in texts]
+
+
+def test_a_dying_worker_is_an_error_not_a_hang():
+    from concurrent.futures.process import BrokenProcessPool
+
+    with pytest.raises(BrokenProcessPool):
+        list(selection._in_workers(os._exit, [3, 3, 3], 2))  # each task kills its worker

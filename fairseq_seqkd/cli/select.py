@@ -14,6 +14,7 @@ one with the highest sentence BLEU to the reference (T- line), as
 the best-scoring hypothesis (plain Seq-KD).
 """
 
+import contextlib
 import logging
 import time
 
@@ -44,8 +45,9 @@ def select(args):
     """Write the outputs (atomically: nothing is left on an error); return the chosen ranks."""
     start = time.time()
     ranks, hyps, bleu, first_bleu = [], 0, 0.0, 0.0
-    with atomic_open(args.out_src) as src, atomic_open(args.out_tgt) as tgt:
-        for choice in choices(args.input, args.mode, args.remove_bpe, args.workers, args.num_sentences):
+    with atomic_open(args.out_src) as src, atomic_open(args.out_tgt) as tgt, \
+            contextlib.closing(choices(args.input, args.mode, args.remove_bpe, args.workers, args.num_sentences)) as chosen:
+        for choice in chosen:
             src.write(choice.source + "\n")
             tgt.write(choice.target + "\n")
             ranks.append(choice.rank)

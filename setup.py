@@ -20,6 +20,8 @@ setup(
         "sentencepiece",
         "tqdm",
         "matplotlib",
+        # fairseq logs "Please install tensorboardX" on every start without it
+        "tensorboardX",
     ],
     extras_require={
         "test": ["pytest"],

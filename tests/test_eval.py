@@ -1,4 +1,4 @@
-"""seqkd-eval against independent computations; seqkd-report from fixed inputs."""
+"""seqkd-eval against independent computations (seqkd-report: test_report.py)."""
 
 import json
 import math
@@ -12,8 +12,6 @@ import torch.nn.functional as F
 
 import toydata
 from fairseq_seqkd.cli.eval import evaluate, get_parser
-from fairseq_seqkd.cli.report import get_parser as report_parser
-from fairseq_seqkd.cli.report import report
 
 
 @pytest.fixture(scope="module")
@@ -103,49 +101,3 @@ def test_bad_reference_files(toy_data, toy_model, tmp_path):
                                               "--refs", *refs, "--cpu"]))
     assert not (tmp_path / "o.json").exists()
 
-
-ROWS = [
-    {"name": "Teacher 2x256", "bleu_greedy": 15.36, "bleu_beam": 17.87, "ppl": 18.98, "p_yhat": 0.0274,
-     "params": 4102096, "params_nonzero": 4101584, "src_words_per_sec_greedy": 587.0, "src_words_per_sec_beam": 372.0},
-    {"name": "Baseline 2x128", "bleu_greedy": 5.9, "bleu_beam": 6.1, "ppl": 33.4, "p_yhat": 0.004,
-     "params": 1200000, "params_nonzero": 1199872, "src_words_per_sec_greedy": 1200.0, "src_words_per_sec_beam": 700.0},
-    {"name": "Seq-KD", "bleu_greedy": 11.0, "bleu_beam": 11.2, "ppl": 60.2, "p_yhat": 0.15,
-     "params": 1200000, "params_nonzero": 240000, "src_words_per_sec_greedy": 1190.0, "src_words_per_sec_beam": 690.0},
-]
-
-
-def test_report_from_fixed_inputs(tmp_path):
-    (tmp_path / "eval").mkdir()
-    for i, row in enumerate(ROWS):
-        full = dict(row, beam=5, subset="test", sentences=250, bleu_signature="nrefs:1|tok:13a", device="cpu", threads=2)
-        (tmp_path / "eval" / f"{i:02d}.json").write_text(json.dumps(full))
-    lines = report(report_parser().parse_args([str(tmp_path)]))
-    assert lines[:5] == [
-        "| model | params (non-zero) | BLEU K=1 | ΔK=1 | BLEU K=5 | ΔK=5 | PPL | p(ŷ) | words/s K=1 | "
-        "words/s K=5 | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        "| Teacher 2x256 | 4.1M | 15.4 | +9.5 | 17.9 | +11.8 | 19.0 | 2.7% | 587 | 372 | 1.6x |",
-        "| Baseline 2x128 | 1.2M | 5.9 |  | 6.1 |  | 33.4 | 0.4% | 1200 | 700 | 3.2x |",
-        "| Seq-KD | 1.2M (240k) | 11.0 | +5.1 | 11.2 | +5.1 | 60.2 | 15.0% | 1190 | 690 | 3.2x |",
-    ]
-    with open(tmp_path / "results.md") as f:
-        assert f.read().splitlines()[:5] == lines[:5]
-    with open(tmp_path / "results.json") as f:
-        saved = json.load(f)
-    assert [r["name"] for r in saved] == [r["name"] for r in ROWS] and saved[2]["params_nonzero"] == 240000
-    import matplotlib.image
-
-    image = matplotlib.image.imread(str(tmp_path / "results.png"))
-    assert image.shape[0] > 300 and image.shape[1] > 500
-
-
-def test_report_bad_inputs(tmp_path):
-    with pytest.raises(SystemExit, match="no seqkd-eval JSON files"):
-        report(report_parser().parse_args([str(tmp_path)]))
-    (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "a.json").write_text('{"name": "x",\n  "bleu_greedy": }')
-    with pytest.raises(SystemExit, match=r"a.json:2: not JSON"):
-        report(report_parser().parse_args([str(tmp_path)]))
-    (tmp_path / "eval" / "a.json").write_text('{"name": "x"}')
-    with pytest.raises(SystemExit, match="a.json: not a seqkd-eval result .missing bleu_greedy"):
-        report(report_parser().parse_args([str(tmp_path)]))

@@ -1,0 +1,266 @@
+"""seqkd-report on fixed seqkd-eval JSONs: one run's table, several runs' mean ± sd and paired differences
+against hand-computed values, the paper's findings built to hold and to fail, and bad inputs."""
+
+import json
+import os
+
+import pytest
+
+from fairseq_seqkd import report
+from fairseq_seqkd.cli.report import cli_main
+
+SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+RESULTS = ("results.md", "results.json", "results.png")
+
+
+def row(name, greedy, beam, ppl, p_yhat, params=2_000_000, nonzero=None, **extra):
+    """A complete seqkd-eval result."""
+    return dict(name=name, bleu_greedy=greedy, bleu_beam=beam, beam=5, ppl=ppl, p_yhat=p_yhat, params=params,
+                params_nonzero=params if nonzero is None else nonzero, src_words_per_sec_greedy=600.0,
+                src_words_per_sec_beam=400.0, subset="test", sentences=250, bleu_signature=SIGNATURE,
+                device="cpu (x86_64)", threads=2, **extra)
+
+
+def write_run(folder, rows):
+    """A run folder with eval/NN.json per row (file names keep the rows' order); returns its path."""
+    os.makedirs(folder / "eval")
+    for i, r in enumerate(rows):
+        (folder / "eval" / f"{i:02d}.json").write_text(json.dumps(r, indent=2))
+    return str(folder)
+
+
+# Three seeds in which every finding holds. Hand-computed over the runs:
+#   baseline greedy 10, 12, 14: mean 12, sd 2;  Seq-KD greedy 13, 14, 18: paired differences 3, 2, 4 -> mean 3, sd 1
+#   beam - greedy: baseline 2, 3, 4 -> mean 3, sd 1; Seq-KD 0.5, 0.5, 0.5 -> paired -1.5, -2.5, -3.5 -> -2.5 ± 1
+#   p(ŷ): baseline 1%, 1%, 1%; Seq-KD 2%, 3%, 4% -> paired +1, +2, +3 points -> 2 ± 1
+#   PPL: baseline 20, 20, 23 -> mean 21, sd sqrt(3); Seq-KD 50, 60, 70 -> paired 30, 40, 47 -> 39 ± sqrt(73)
+#   teacher greedy 20, 21, 21.5: span 1.5 < 2
+SEEDS = {
+    "seed-1": {"Teacher 1x256": (20, 22, 15, 0.02), "Baseline 1x192": (10, 12, 20, 0.01),
+               "Seq-KD": (13, 13.5, 50, 0.02), "Seq-KD + Seq-Inter + Word-KD": (15, 15.5, 40, 0.03),
+               "Seq-KD + Seq-Inter + Word-KD, pruned 50%": (16, 16.5, 40, 0.03)},
+    "seed-2": {"Teacher 1x256": (21, 23, 15, 0.02), "Baseline 1x192": (12, 15, 20, 0.01),
+               "Seq-KD": (14, 14.5, 60, 0.03), "Seq-KD + Seq-Inter + Word-KD": (15, 15.5, 40, 0.03),
+               "Seq-KD + Seq-Inter + Word-KD, pruned 50%": (14, 14.5, 40, 0.03)},
+    "seed-3": {"Teacher 1x256": (21.5, 23, 15, 0.02), "Baseline 1x192": (14, 18, 23, 0.01),
+               "Seq-KD": (18, 18.5, 70, 0.04), "Seq-KD + Seq-Inter + Word-KD": (19, 19.5, 40, 0.03),
+               "Seq-KD + Seq-Inter + Word-KD, pruned 50%": (12, 12.5, 40, 0.03)},
+}
+
+
+def study(tmp_path, seeds=SEEDS, change=None):
+    """Run folders of the seeds (``change(label, name, values)`` may alter a row's values); returns their paths."""
+    folders = []
+    for label, rows in seeds.items():
+        values = {name: (change(label, name, v) if change else v) for name, v in rows.items()}
+        rows = [row(name, *v, nonzero=1_000_000 if "pruned" in name else None) for name, v in values.items()]
+        folders.append(write_run(tmp_path / label, rows))
+    return folders
+
+
+def aggregate_report(tmp_path, folders, *options):
+    cli_main([str(tmp_path / "out"), "--runs", *folders, *options])
+    with open(tmp_path / "out" / "results.json") as f:
+        data = json.load(f)
+    with open(tmp_path / "out" / "results.md") as f:
+        return data, f.read().splitlines()
+
+
+def test_aggregates_and_paired_differences_equal_hand_computed_values(tmp_path, capsys):
+    data, md = aggregate_report(tmp_path, study(tmp_path))
+    base, seqkd = data["aggregates"]["Baseline 1x192"], data["aggregates"]["Seq-KD"]
+    assert base["bleu_greedy"] == {"mean": 12, "sd": 2, "n": 3, "values": [10, 12, 14]}
+    assert base["beam_gain"]["mean"] == 3 and base["beam_gain"]["sd"] == 1
+    assert base["ppl"]["mean"] == 21 and base["ppl"]["sd"] == pytest.approx(3 ** 0.5)
+    assert seqkd["beam_gain"] == {"mean": 0.5, "sd": 0, "n": 3, "values": [0.5, 0.5, 0.5]}
+    diff = data["paired_differences"]["Seq-KD"]
+    assert diff["bleu_greedy"] == {"mean": 3, "sd": 1, "n": 3, "values": [3, 2, 4]}
+    assert diff["beam_gain"]["mean"] == -2.5 and diff["beam_gain"]["sd"] == 1
+    assert diff["p_yhat"]["mean"] == pytest.approx(0.02) and diff["p_yhat"]["sd"] == pytest.approx(0.01)
+    assert diff["ppl"]["mean"] == 39 and diff["ppl"]["sd"] == pytest.approx(73 ** 0.5)
+    assert set(data["paired_differences"]) == {"Seq-KD", "Seq-KD + Seq-Inter + Word-KD",
+                                               "Seq-KD + Seq-Inter + Word-KD, pruned 50%"}  # no teacher, no baseline
+    assert data["teacher"] == "Teacher 1x256" and data["baseline"] == "Baseline 1x192"
+    assert list(data["runs"]) == ["seed-1", "seed-2", "seed-3"]
+    assert data["runs"]["seed-2"][2] == row("Seq-KD", 14, 14.5, 60, 0.03)  # every run's full rows, in file order
+    assert "| Baseline 1x192 | 12.0 ± 2.0 | 15.0 ± 3.0 | +3.0 ± 1.0 | 21.0 ± 1.7 | 1.00 ± 0.00 | 2.0M |" in md
+    assert "| Seq-KD + Seq-Inter + Word-KD, pruned 50% | 14.0 ± 2.0 | 14.5 ± 2.0 | +0.5 ± 0.0 | 40.0 ± 0.0 | " \
+           "3.00 ± 0.00 | 1.0M |" in md
+    assert "| Seq-KD | +3.0 ± 1.0 | +0.5 ± 1.0 | -2.5 ± 1.0 | +39.0 ± 8.5 | +2.00 ± 1.00 |" in md
+    assert any(line.startswith("3 runs (seed-1, seed-2, seed-3); mean ± sample sd (n − 1) over runs; test set, "
+                               f"250 sentences; BLEU: sacrebleu ({SIGNATURE}); device: cpu (x86_64).")
+               for line in md)
+    assert capsys.readouterr().out.splitlines()[-len(md):] == md  # what it prints is results.md
+    assert (tmp_path / "out" / "results.png").stat().st_size > 10000
+
+
+def finding(data, number):
+    return next(f for f in data["findings"] if f["finding"] == number)
+
+
+def check(folders, seqkd=report.SEQKD, best=report.BEST):
+    """The findings of runs as results.json and results.md hold them, without writing (and plotting) them."""
+    runs = report.load_runs(folders)
+    found = report.check_findings(runs, "Teacher 1x256", "Baseline 1x192", seqkd, best)
+    return {"findings": found}, report.findings_lines(found, len(runs))
+
+
+def test_every_finding_holds_in_every_run(tmp_path):
+    data, md = aggregate_report(tmp_path, study(tmp_path))
+    for number in (1, 2, 3, 4):
+        assert finding(data, number)["runs"] == {"seed-1": True, "seed-2": True, "seed-3": True}
+        assert finding(data, number)["holds"] is True
+    assert finding(data, 1)["mean_difference"] == 3 and finding(data, 1)["sd"] == 1
+    assert finding(data, 5)["span"] == 1.5 and finding(data, 5)["holds"] is True
+    text = "\n".join(md)
+    assert ("(1) Seq-KD beats Baseline 1x192 by ≥ 1 BLEU with greedy decoding: holds in 3/3 runs; "
+            "mean difference +3.00 vs 2 sd = 2.00 → holds") in text
+    assert "(5) Teacher 1x256's greedy BLEU spans < 2 BLEU across the runs: span 1.50 BLEU → holds" in text
+    assert "pruned rows left out): holds in 3/3 runs → holds" in text  # a pruned row beats it in seed-1
+
+
+def seed_2(name, values):
+    """A change of one row's values in seed-2 only."""
+    return lambda label, row_name, v: values if (label, row_name) == ("seed-2", name) else v
+
+
+@pytest.mark.parametrize("number, change, line", [
+    (1, seed_2("Seq-KD", (12.5, 13, 60, 0.03)),
+     "holds in 2/3 runs; mean difference +2.50 vs 2 sd = 3.61 → does not hold"),  # differences 3, 0.5, 4
+    (2, seed_2("Seq-KD", (14, 17.5, 60, 0.03)), "holds in 2/3 runs → does not hold"),  # gain 3.5 > the baseline's 3
+    (3, seed_2("Seq-KD", (14, 14.5, 60, 0.009)), "holds in 2/3 runs → does not hold"),  # p(ŷ) below the baseline's
+    (3, seed_2("Seq-KD", (14, 14.5, 19, 0.03)), "holds in 2/3 runs → does not hold"),  # a better gold PPL
+    (4, seed_2("Seq-KD", (15.5, 16, 60, 0.03)), "holds in 2/3 runs → does not hold"),
+    (5, seed_2("Teacher 1x256", (22, 23, 15, 0.02)), "span 2.00 BLEU → does not hold"),
+])
+def test_each_finding_fails_when_a_run_breaks_it(tmp_path, number, change, line):
+    data, md = check(study(tmp_path, change=change))
+    assert [f["finding"] for f in data["findings"] if not f["holds"]] == [number]
+    if number != 5:
+        assert finding(data, number)["runs"] == {"seed-1": True, "seed-2": False, "seed-3": True}
+    assert next(x for x in md if x.startswith(f"- ({number})")).endswith(": " + line)
+
+
+def test_finding_1_needs_the_mean_difference_above_twice_its_sd(tmp_path):
+    # Seq-KD ≥ baseline + 1 in every run, but the differences 3, 2, 9 scatter: mean 14/3 < 2 sd = 2 sqrt(43/3)
+    change = lambda label, name, v: (23, 23.5, 70, 0.04) if (label, name) == ("seed-3", "Seq-KD") else v  # noqa
+    data, md = check(study(tmp_path, change=change))
+    f = finding(data, 1)
+    assert f["runs"] == {"seed-1": True, "seed-2": True, "seed-3": True} and f["holds"] is False
+    assert f["mean_difference"] == pytest.approx(14 / 3) and f["sd"] == pytest.approx((43 / 3) ** 0.5)
+    assert "holds in 3/3 runs; mean difference +4.67 vs 2 sd = 7.57 → does not hold" in "\n".join(md)
+
+
+def test_missing_rows_are_not_checked_and_names_are_options(tmp_path):
+    rename = {"Seq-KD": "Seq-KD (beam 5)", "Seq-KD + Seq-Inter + Word-KD": "Best"}
+    seeds = {label: {rename.get(n, n): v for n, v in rows.items()} for label, rows in SEEDS.items()}
+    folders = study(tmp_path, seeds)
+    data, md = check(folders)
+    for number in (1, 2, 3):
+        assert finding(data, number)["holds"] is None and finding(data, number)["runs"] == {}
+    assert "- (1) Seq-KD beats Baseline 1x192 by ≥ 1 BLEU with greedy decoding: not checked (no row named " \
+           "'Seq-KD')" in md
+    assert finding(data, 4)["not_checked"] == "no row named 'Seq-KD + Seq-Inter + Word-KD'"
+    data, md = aggregate_report(tmp_path, folders, "--seqkd", "Seq-KD (beam 5)", "--best", "Best")
+    assert all(f["holds"] for f in data["findings"])
+
+
+def test_single_run_keeps_its_table_and_checks_the_findings(tmp_path, capsys):
+    rows = [row("Teacher 2x256", 15.36, 17.87, 18.98, 0.0274, params=4102096, nonzero=4101584),
+            row("Baseline 2x128", 5.9, 7.1, 33.4, 0.004, params=1200000, nonzero=1199872),
+            row("Seq-KD", 11.0, 11.2, 60.2, 0.15, params=1200000, nonzero=240000)]
+    for r, speed in zip(rows, ((587, 372), (1200, 700), (1190, 690))):
+        r["src_words_per_sec_greedy"], r["src_words_per_sec_beam"] = speed
+    folder = write_run(tmp_path / "run", rows)
+    cli_main([folder])
+    with open(tmp_path / "run" / "results.md") as f:
+        lines = f.read().splitlines()
+    assert capsys.readouterr().out.splitlines()[-len(lines):] == lines
+    assert lines[:5] == [
+        "| model | params (non-zero) | BLEU K=1 | ΔK=1 | BLEU K=5 | ΔK=5 | PPL | p(ŷ) | words/s K=1 | "
+        "words/s K=5 | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Teacher 2x256 | 4.1M | 15.4 | +9.5 | 17.9 | +10.8 | 19.0 | 2.7% | 587 | 372 | 1.6x |",
+        "| Baseline 2x128 | 1.2M | 5.9 |  | 7.1 |  | 33.4 | 0.4% | 1200 | 700 | 3.2x |",
+        "| Seq-KD | 1.2M (240k) | 11.0 | +5.1 | 11.2 | +4.1 | 60.2 | 15.0% | 1190 | 690 | 3.2x |",
+    ]
+    assert lines[6].startswith(f"test set, 250 sentences; BLEU: sacrebleu ({SIGNATURE}); speed: source words/s "
+                               "at batch size 1 on cpu (x86_64), 2 threads; ΔK: vs Baseline 2x128; speed-up: "
+                               "greedy words/s vs Teacher 2x256 with beam search.")
+    assert lines[-5:] == [
+        "- (1) Seq-KD beats Baseline 2x128 by ≥ 1 BLEU with greedy decoding: holds; mean difference > 2 sd: "
+        "needs several runs",
+        "- (2) Seq-KD gains less from beam search (beam − greedy BLEU) than Baseline 2x128: holds",
+        "- (3) Seq-KD has a higher p(ŷ) and a worse (higher) gold PPL than Baseline 2x128: holds",
+        "- (4) Seq-KD + Seq-Inter + Word-KD has the best greedy BLEU of the students (every row but Teacher 2x256; "
+        "pruned rows left out): not checked (no row named 'Seq-KD + Seq-Inter + Word-KD')",
+        "- (5) Teacher 2x256's greedy BLEU spans < 2 BLEU across the runs: needs several runs",
+    ]
+    with open(tmp_path / "run" / "results.json") as f:
+        assert json.load(f) == rows  # the rows, as before
+    import matplotlib.image
+
+    image = matplotlib.image.imread(str(tmp_path / "run" / "results.png"))
+    assert image.shape[0] > 200 and image.shape[1] > 500
+
+
+def test_the_plot_shows_means_sds_and_every_run_with_readable_labels(tmp_path):
+    runs = {label: {name: row(name, *v) for name, v in rows.items()} for label, rows in SEEDS.items()}
+    fig = report.plot(runs, 5)
+    left, right = fig.axes
+    bars = [patch.get_width() for patch in left.patches]
+    assert bars[:5] == [pytest.approx(v) for v in (62.5 / 3, 12, 15, 49 / 3, 14)]  # greedy means, row order
+    assert sorted(p.get_width() for p in right.patches) == pytest.approx([1, 2, 3, 3, 3])  # p(ŷ) in %
+    greedy_dots = next(line for line in left.lines if line.get_marker() == "o").get_xydata().tolist()
+    assert [[x, y] for x, y in greedy_dots if y == 1 - 0.2] == [[10, 0.8], [12, 0.8], [14, 0.8]]  # the baseline
+    fig.draw_without_rendering()
+    labels = [t.get_window_extent() for t in left.get_yticklabels()]
+    assert [t.get_text() for t in left.get_yticklabels()] == list(SEEDS["seed-1"])
+    assert all(box.x1 < left.get_window_extent().x0 for box in labels)  # names left of the bars
+    assert all(a.y0 >= b.y1 or b.y0 >= a.y1 for a, b in zip(labels, labels[1:]))  # names do not overlap
+    legend = left.get_legend().get_window_extent()
+    assert legend.y0 >= left.get_window_extent().y1  # the legend sits above the bars
+
+
+def bad_json(tmp_path, text):
+    folder = write_run(tmp_path / "run", [row("Teacher", 1, 2, 3, 0.1)])
+    (tmp_path / "run" / "eval" / "01.json").write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda tmp: [str(tmp / "run")], r"run/eval: no seqkd-eval JSON files"),
+    (lambda tmp: [bad_json(tmp, '{"name": "x",\n  "bleu_greedy": }')], r"01.json:2: not JSON"),
+    (lambda tmp: [bad_json(tmp, json.dumps({k: v for k, v in row("x", 1, 2, 3, 0.1).items() if k != "ppl"}))],
+     r"01.json: not a seqkd-eval result \(missing ppl\)"),
+    (lambda tmp: [bad_json(tmp, json.dumps(row("x", "12.1", 2, 3, 0.1)))],
+     r"01.json: bleu_greedy is '12.1', not a number"),
+    (lambda tmp: [bad_json(tmp, "[1, 2]")], r"01.json: not a seqkd-eval result \(not a JSON object\)"),
+    (lambda tmp: [str(tmp / "out"), "--runs", *study(tmp)[:1]], r"aggregating needs at least 2 runs, got 1"),
+    (lambda tmp: [str(tmp / "out"), "--runs", *study(tmp)[:2],
+                  write_run(tmp / "a" / "seed-1", [row("x", 1, 2, 3, 0.1)])],
+     r"a/seed-1: a second run labelled 'seed-1'"),
+    (lambda tmp: [str(tmp / "out"), "--runs", *study(tmp, {**SEEDS, "seed-2": {
+        n: v for n, v in list(SEEDS["seed-2"].items())[:-1] + [("Word-KD", (1, 2, 3, 0.1))]}})],
+     r"seed-2: not the rows of .*seed-1 \(missing: Seq-KD \+ Seq-Inter \+ Word-KD, pruned 50%; extra: Word-KD\)"),
+    (lambda tmp: [str(tmp / "out"), "--runs", *study(tmp), "--teacher", "Teacher 4x1000"],
+     r"no row named 'Teacher 4x1000' \(rows: Teacher 1x256, Baseline 1x192, "),
+    (lambda tmp: [str(tmp / "out"), "--runs", *study(tmp), "--eval-dir", str(tmp)], r"--eval-dir is for one run"),
+])
+def test_bad_inputs_stop_with_one_line_and_write_nothing(tmp_path, setup, message):
+    argv = setup(tmp_path)
+    with pytest.raises(SystemExit, match=message) as e:
+        cli_main(argv)
+    assert str(e.value).startswith("error: ") and "\n" not in str(e.value)
+    for folder in (tmp_path / "out", tmp_path / "run"):
+        assert not any((folder / name).exists() for name in RESULTS)
+
+
+def test_runs_on_another_test_set_are_refused(tmp_path):
+    folders = study(tmp_path)
+    path = tmp_path / "seed-3" / "eval" / "01.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), sentences=200)))
+    with pytest.raises(SystemExit, match=r"seed-3: 'Baseline 1x192' was evaluated on the test set \(200 sentences\) "
+                                         r"with beam 5, but 'Teacher 1x256' of .*seed-1 on the test set \(250"):
+        cli_main([str(tmp_path / "out"), "--runs", *folders])
+    assert not (tmp_path / "out").exists()

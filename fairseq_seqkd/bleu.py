@@ -3,7 +3,7 @@
 ``SentenceBleu().scores(hyps, ref)`` returns, for every hypothesis, exactly
 ``sacrebleu.sentence_bleu(hyp, [ref]).score`` with sacrebleu's defaults (13a
 tokenisation, exponential smoothing, effective order, case kept): the same
-float, bit for bit. ``choose_many`` picks the best hypothesis of many K-best
+float, bit for bit. ``best_of_many`` picks the best hypothesis of many K-best
 lists at once, much faster than one sacrebleu call per hypothesis:
 
 * tokenisation is sacrebleu's own tokenizer applied to each distinct word once
@@ -287,7 +287,7 @@ class SentenceBleu:
         correct, lengths = correct.T.tolist(), lengths.tolist()
         return [self._score(correct[i], lengths[i], lengths[0]) for i in range(1, len(lengths))]
 
-    def choose_many(self, lists):
+    def best_of_many(self, lists):
         """For each (hypotheses, reference) in ``lists``: (index of the best hypothesis, its BLEU, BLEU of
         hypothesis 0), with the BLEU of ``sacrebleu.sentence_bleu``; ties go to the earliest."""
         out = []
@@ -295,7 +295,7 @@ class SentenceBleu:
             if len(self._word_id) > WORDS:
                 self._forget_words()
             if not all(hyps for hyps, _ in group):
-                raise ValueError("a K-best list without hypotheses")
+                raise ValueError("a K-best list without hypotheses")  # callers check first: a bug
             correct, lengths, is_ref, sizes = self._stats([r for _, r in group], [h for h, _ in group])
             ref_len = np.repeat(lengths[is_ref], sizes)
             approx = bleu_array(correct, lengths, ref_len)
@@ -330,6 +330,6 @@ class SentenceBleu:
         if group:
             yield group
 
-    def choose(self, hyps, ref):
+    def best(self, hyps, ref):
         """``(index of the best, its BLEU, BLEU of hyps[0])`` for one K-best list."""
-        return self.choose_many([(hyps, ref)])[0]
+        return self.best_of_many([(hyps, ref)])[0]

@@ -15,24 +15,14 @@ Either way a malformed input stops with ``FILE:LINE: what is wrong``.
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
-from fairseq_seqkd.textio import NotUTF8, atomic_open, decode_lines
+from fairseq_seqkd.errors import KBestError
+from fairseq_seqkd.textio import NotUTF8, atomic_open, utf8_lines
 
 HEADER = "#seqkd-kbest"
 _GENERATE_LINE = re.compile(r"^([A-Z])-(\d+)\t")
 _RANKS = [str(rank) for rank in range(1024)]  # the usual spelling of ranks, compared as text
-
-
-class KBestError(Exception):
-    """A malformed K-best input; ``str()`` is ``FILE:LINE: what is wrong``. Picklable (worker processes)."""
-
-    def __init__(self, path, line, message):
-        super().__init__(path, line, message)
-        self.path, self.line, self.message = path, line, message
-
-    def __str__(self):
-        return f"{self.path}:{self.line}: {self.message}" if self.line else f"{self.path}: {self.message}"
 
 
 @dataclass
@@ -72,7 +62,7 @@ def _read_raw_lines(path):
     if not data.endswith(b"\n"):
         raise KBestError(path, data.count(b"\n") + 1, "truncated: the last line has no newline")
     try:
-        return decode_lines(data)
+        return utf8_lines(data)
     except NotUTF8 as e:
         raise KBestError(path, e.line, "not UTF-8 text")
 
@@ -167,7 +157,7 @@ class KBestFile:
 def parse_kbest_rows(path, first_line, data) -> List[Sentence]:
     """The sentences in a piece of our K-best file (UTF-8 bytes of whole lines), in file order."""
     try:
-        lines = decode_lines(data)
+        lines = utf8_lines(data)
     except NotUTF8 as e:
         raise KBestError(path, first_line + e.line - 1, "not UTF-8 text")
     out: List[Sentence] = []
@@ -205,17 +195,11 @@ def parse_kbest_rows(path, first_line, data) -> List[Sentence]:
 
 
 def read_kbest_file(path) -> Dict[int, Sentence]:
-    """Sentences from our K-best file (see the module docstring)."""
+    """Sentences from our K-best file (see the module docstring), which must be in id order."""
     kbest = KBestFile(path)
-    table: Dict[int, Sentence] = {}
-    for number, data in kbest.pieces():
-        for entry in parse_kbest_rows(path, number, data):
-            if entry.id in table:
-                raise KBestError(path, entry.first_line, f"rows of sentence {entry.id} are not together")
-            table[entry.id] = entry
-    if len(table) != kbest.sentences:
-        raise KBestError(path, kbest.lines, f"truncated: {len(table)} sentences, the header says {kbest.sentences}")
-    return table
+    entries = ((entry.id, entry.first_line, entry) for number, data in kbest.pieces()
+               for entry in parse_kbest_rows(path, number, data))
+    return {entry.id: entry for entry in in_id_order(path, entries, kbest.sentences, lambda: kbest.lines)}
 
 
 def is_kbest_file(path):
@@ -228,20 +212,42 @@ def read_kbest(path) -> Dict[int, Sentence]:
     return read_kbest_file(path) if is_kbest_file(path) else read_generate_output(path)
 
 
-def check_complete(path, table, need_reference=False, num_sentences=None):
-    """Sentences in id order; stop on gaps, sentences without hypotheses or references."""
+T = TypeVar("T")
+
+#: what to do when fairseq-generate's output lacks sentences
+GENERATE_HINT = "; with fairseq-generate use --task seqkd_translation (or --required-batch-size-multiple 1)"
+
+
+def in_id_order(path, items: Iterable[Tuple[int, int, T]], expected: int, end_line: Callable[[], int] = lambda: 0,
+                expected_from="the header", hint="") -> Iterator[T]:
+    """The items of ``(sentence id, line, item)`` triples, checked to be sentences 0, 1, ..., expected - 1
+    in this order: the one check that a corpus is complete, for every reader and writer of K-best lists.
+
+    KBestError names the line of the first sentence out of place (``end_line()`` for a missing tail).
+    """
+    count = 0
+    for sid, line, item in items:
+        if sid < count:
+            raise KBestError(path, line, f"sentence {sid} out of order or repeated (after sentence {count - 1})")
+        if sid > count:
+            raise KBestError(path, line, f"sentence id(s) {count} to {sid - 1} missing{hint}")
+        if count >= expected:
+            raise KBestError(path, line, f"sentence {sid} beyond the {expected} of {expected_from}")
+        count += 1
+        yield item
+    if count != expected:
+        raise KBestError(path, end_line(), f"truncated: {count} sentences, {expected_from} says {expected}")
+
+
+def check_complete(path, table, need_reference=False, num_sentences=None) -> List[Sentence]:
+    """The sentences of ``table`` (read from fairseq-generate's output) in id order; stop on gaps, on
+    sentences without hypotheses, or without references when they are needed."""
     if not table:
         raise KBestError(path, 0, "no sentences found")
     ids = sorted(table)
-    n = num_sentences if num_sentences is not None else ids[-1] + 1
-    missing = sorted(set(range(n)) - set(ids))
-    if missing:
-        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
-        raise KBestError(path, 0, f"{len(missing)} sentence id(s) missing ({shown}); with fairseq-generate "
-                                  f"use --task seqkd_translation (or --required-batch-size-multiple 1)")
-    if ids[-1] >= n:
-        raise KBestError(path, table[ids[-1]].first_line, f"sentence id {ids[-1]} beyond the expected {n}")
-    sentences = [table[i] for i in ids]
+    expected, expected_from = (ids[-1] + 1, "the ids") if num_sentences is None else (num_sentences, "--num-sentences")
+    sentences = list(in_id_order(path, ((i, table[i].first_line, table[i]) for i in ids), expected,
+                                 expected_from=expected_from, hint=GENERATE_HINT))
     for entry in sentences:
         check_sentence(path, entry, need_reference)
     return sentences

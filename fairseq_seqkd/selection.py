@@ -2,8 +2,12 @@
 
 Seq-Inter keeps the hypothesis with the highest sentence BLEU to the gold
 target (sacrebleu's ``sentence_bleu`` with its defaults, computed exactly by
-:mod:`fairseq_seqkd.bleu`), both sides decoded with ``remove_bpe`` first;
-ties go to the better-ranked hypothesis.
+:mod:`fairseq_seqkd.bleu`), both sides turned into words with ``remove_bpe``
+first; ties go to the better-ranked hypothesis.
+
+* :func:`select_sentences`: the choices for sentences already in memory (seqkd-distill);
+* :func:`select_file`: the choices for a K-best file or fairseq-generate output, in id order;
+* :func:`write_selection`: the same, written to a source and a target file (seqkd-select).
 
 Our K-best file is streamed: it is cut into pieces of whole sentences that
 worker processes parse and score, so memory stays flat at WMT scale and
@@ -19,11 +23,13 @@ import multiprocessing
 from typing import Iterator, List, NamedTuple
 
 from fairseq_seqkd.bleu import SentenceBleu
-from fairseq_seqkd.kbest import (KBestError, KBestFile, check_complete, check_sentence, is_kbest_file,
+from fairseq_seqkd.errors import KBestError, SeqKDError
+from fairseq_seqkd.kbest import (KBestFile, check_complete, check_sentence, in_id_order, is_kbest_file,
                                  parse_kbest_rows, read_generate_output)
+from fairseq_seqkd.subwords import remove_subwords_all
+from fairseq_seqkd.textio import atomic_open
 
 MODES = ("seq-inter", "top1")
-REMOVE_BPE = ("sentencepiece", "subword_nmt", "none")
 PIECE_BYTES = 1 << 19  # K-best file pieces handed to a worker
 PIECE_SENTENCES = 2048  # the same for fairseq-generate output
 
@@ -39,28 +45,10 @@ class Choice(NamedTuple):
     first_bleu: float  # the sentence BLEU of rank 0 (NaN with --mode top1)
 
 
-def decode(text: str, remove_bpe: str) -> str:
-    """Subword text to words, exactly as fairseq's ``--post-process`` does it (data_utils.post_process)."""
-    if remove_bpe == "sentencepiece":  # the common case, inlined: it runs for every hypothesis
-        return text.replace(" ", "").replace("\u2581", " ").strip()
-    if remove_bpe == "none":
-        return text
-    from fairseq.data.data_utils import post_process
-
-    return post_process(text, remove_bpe)
-
-
-def decode_all(texts, remove_bpe: str) -> List[str]:
-    """``[decode(t, remove_bpe) for t in texts]`` up to the whitespace at either end (which BLEU ignores)."""
-    if remove_bpe == "sentencepiece" and texts:  # one pass over all of them (texts are lines: no newlines)
-        return "\n".join(texts).replace(" ", "").replace("\u2581", " ").split("\n")
-    return [decode(t, remove_bpe) for t in texts]
-
-
 _SCORER = None  # one per process: it caches the tokens of the words it has seen
 
 
-def choose(sentences, mode="seq-inter", remove_bpe="sentencepiece") -> List[Choice]:
+def select_sentences(sentences, mode="seq-inter", remove_bpe="sentencepiece") -> List[Choice]:
     """One Choice per sentence (which must have hypotheses, and a reference for seq-inter)."""
     if mode == "top1":
         return [Choice(s.id, s.first_line, s.source, s.hyps[0][1], 0, len(s.hyps), math.nan, math.nan)
@@ -68,35 +56,50 @@ def choose(sentences, mode="seq-inter", remove_bpe="sentencepiece") -> List[Choi
     global _SCORER
     if _SCORER is None:
         _SCORER = SentenceBleu()
-    hyps = iter(decode_all([h for s in sentences for _, h in s.hyps], remove_bpe))
-    refs = decode_all([s.reference for s in sentences], remove_bpe)
-    results = _SCORER.choose_many([([next(hyps) for _ in s.hyps], ref) for s, ref in zip(sentences, refs)])
+    hyps = iter(remove_subwords_all([h for s in sentences for _, h in s.hyps], remove_bpe))
+    refs = remove_subwords_all([s.reference for s in sentences], remove_bpe)
+    results = _SCORER.best_of_many([([next(hyps) for _ in s.hyps], ref) for s, ref in zip(sentences, refs)])
     return [Choice(s.id, s.first_line, s.source, s.hyps[best][1], best, len(s.hyps), bleu, first)
             for s, (best, bleu, first) in zip(sentences, results)]
 
 
-def _choose_piece(task):
+def _select_piece(task):
     """Choices for one piece of a K-best file (run in a worker)."""
     path, first_line, data, mode, remove_bpe = task
     sentences = parse_kbest_rows(path, first_line, data)
     for s in sentences:
         check_sentence(path, s, need_reference=mode == "seq-inter", need_source=True)
-    return choose(sentences, mode, remove_bpe)
+    return select_sentences(sentences, mode, remove_bpe)
 
 
-def _choose_sentences(task):
+def _select_list(task):
     sentences, mode, remove_bpe = task
-    return choose(sentences, mode, remove_bpe)
+    return select_sentences(sentences, mode, remove_bpe)
 
 
-def _in_workers(work, tasks, workers):
+def worker_context(start_method="forkserver"):
+    """The multiprocessing context of the selection workers.
+
+    "forkserver" (the default) forks workers from a fresh server process that has imported only this
+    module: safe in any process, including one that holds torch's thread pools (a test run, or a script
+    that trained a model first), at the cost of one import in the server per process. "fork" is fast
+    and safe only in a process that has never run torch (seqkd-select's).
+    """
+    if start_method not in multiprocessing.get_all_start_methods():
+        start_method = "spawn"
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        context.set_forkserver_preload([__name__])
+    return context
+
+
+def _in_workers(work, tasks, workers, start_method="forkserver"):
     """``map(work, tasks)`` in order, in ``workers`` processes with a few tasks in flight (bounded memory)."""
     if workers <= 1:
         yield from map(work, tasks)
         return
     # A worker that dies makes the results raise BrokenProcessPool (multiprocessing.Pool would wait forever).
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=worker_context(start_method)) as pool:
         pending = collections.deque()
         try:
             for task in tasks:
@@ -110,46 +113,58 @@ def _in_workers(work, tasks, workers):
                 future.cancel()
 
 
-def choices(path, mode="seq-inter", remove_bpe="sentencepiece", workers=1, num_sentences=None) -> Iterator[Choice]:
+def select_file(path, mode="seq-inter", remove_bpe="sentencepiece", workers=1, num_sentences=None,
+                start_method="forkserver") -> Iterator[Choice]:
     """One Choice per sentence of a K-best file or fairseq-generate output, in id order.
 
     Stops with KBestError (``FILE:LINE: what is wrong``) on a malformed input, a missing, repeated or
     out-of-order sentence, or fewer sentences than the K-best file's header (or ``num_sentences``) says.
     """
+    if workers < 1:
+        raise SeqKDError(f"--workers {workers}: must be at least 1")
     if is_kbest_file(path):
         kbest = KBestFile(path)
         expected = kbest.sentences
         if num_sentences is not None and num_sentences != expected:
             raise KBestError(path, 1, f"the header says {expected} sentences, not {num_sentences}")
         size = PIECE_BYTES if workers > 1 else 8 * PIECE_BYTES
-        batches = _in_workers(_choose_piece, ((path, line, data, mode, remove_bpe)
-                                              for line, data in kbest.pieces(size)), workers)
+        batches = _in_workers(_select_piece, ((path, line, data, mode, remove_bpe)
+                                              for line, data in kbest.pieces(size)), workers, start_method)
+        end_line = lambda: kbest.lines  # noqa: E731
     else:
-        kbest = None
         sentences = check_complete(path, read_generate_output(path), need_reference=mode == "seq-inter",
                                    num_sentences=num_sentences)
         for s in sentences:
             check_sentence(path, s, need_source=True)
-        expected = len(sentences)
-        batches = _in_workers(_choose_sentences, ((sentences[i:i + PIECE_SENTENCES], mode, remove_bpe)
-                                                  for i in range(0, len(sentences), PIECE_SENTENCES)), workers)
+        expected, end_line = len(sentences), lambda: 0
+        batches = _in_workers(_select_list, ((sentences[i:i + PIECE_SENTENCES], mode, remove_bpe)
+                                             for i in range(0, len(sentences), PIECE_SENTENCES)), workers,
+                              start_method)
     with contextlib.closing(batches):  # on an error, stop the workers now, not when the generator is collected
-        yield from _in_order(path, batches, expected, kbest)
+        choices = ((c.id, c.line, c) for batch in batches for c in batch)
+        yield from in_id_order(path, choices, expected, end_line)
 
 
-def _in_order(path, batches, expected, kbest):
-    """The choices of the batches, checked to be sentences 0, 1, ..., expected - 1."""
-    count = 0
-    for batch in batches:
-        for choice in batch:
-            if choice.id < count:
-                raise KBestError(path, choice.line, f"sentence {choice.id} out of order or repeated "
-                                                    f"(after sentence {count - 1})")
-            if choice.id > count:
-                raise KBestError(path, choice.line, f"sentence id(s) {count} to {choice.id - 1} missing")
-            if count >= expected:
-                raise KBestError(path, choice.line, f"sentence {choice.id} beyond the {expected} of the header")
-            count += 1
-            yield choice
-    if count != expected:
-        raise KBestError(path, kbest.lines, f"truncated: {count} sentences, the header says {expected}")
+class Summary(NamedTuple):
+    ranks: List[int]  # the chosen rank of every sentence
+    hypotheses: int
+    mean_bleu: float  # mean sentence BLEU of the chosen hypotheses (NaN with top1)
+    mean_first_bleu: float  # the same for rank 0
+
+
+def write_selection(path, out_src, out_tgt, mode="seq-inter", remove_bpe="sentencepiece", workers=1,
+                    num_sentences=None, start_method="forkserver") -> Summary:
+    """Write the sources and the chosen hypotheses of ``path`` line by line, in id order, atomically:
+    on an error nothing is left (not even a temporary file)."""
+    ranks, hyps, bleu, first_bleu = [], 0, 0.0, 0.0
+    with atomic_open(out_src) as src, atomic_open(out_tgt) as tgt, contextlib.closing(
+            select_file(path, mode, remove_bpe, workers, num_sentences, start_method)) as chosen:
+        for choice in chosen:
+            src.write(choice.source + "\n")
+            tgt.write(choice.target + "\n")
+            ranks.append(choice.rank)
+            hyps += choice.hypotheses
+            bleu += choice.bleu
+            first_bleu += choice.first_bleu
+    n = max(len(ranks), 1)
+    return Summary(ranks, hyps, bleu / n, first_bleu / n)

@@ -23,7 +23,7 @@ class NotUTF8(ValueError):
         self.line = line
 
 
-def decode_lines(raw):
+def utf8_lines(raw):
     """UTF-8 bytes to lines without their newlines (and without a trailing CR); NotUTF8 on a bad line."""
     try:
         text = raw.decode("utf-8")
@@ -46,7 +46,7 @@ def read_lines(path):
     except OSError as e:
         fail(f"{path}: {e.strerror}")
     try:
-        return decode_lines(raw)
+        return utf8_lines(raw)
     except NotUTF8 as e:
         fail(f"{path}:{e.line}: {e}")
 

@@ -32,7 +32,7 @@ import time
 
 from fairseq_seqkd.cli import argument_parser, setup_logging
 from fairseq_seqkd.kbest import Sentence, write_kbest_file
-from fairseq_seqkd.selection import REMOVE_BPE
+from fairseq_seqkd.subwords import REMOVE_BPE
 from fairseq_seqkd.textio import atomic_write_lines, fail
 
 logger = logging.getLogger("seqkd-distill")
@@ -196,7 +196,7 @@ def setup(args):
 def decode_shard(args):
     from tqdm import tqdm
 
-    from fairseq_seqkd.selection import choose
+    from fairseq_seqkd.selection import select_sentences
     from fairseq_seqkd.tasks.seqkd_translation import collate, hypothesis_strings
 
     path = run_file(args.out_prefix, args.shard_id, args.num_shards)
@@ -240,7 +240,7 @@ def decode_shard(args):
             hypos = task.inference_step(generator, [model], sample)
             records = []
             entries = hypothesis_strings(task, generator, sample, hypos, args.nbest)
-            for entry, choice in zip(entries, choose(entries, args.select, args.remove_bpe)):
+            for entry, choice in zip(entries, select_sentences(entries, args.select, args.remove_bpe)):
                 record = {"id": entry.id, "src": entry.source, "tgt": choice.target}
                 if args.write_kbest:
                     record["ref"] = entry.reference

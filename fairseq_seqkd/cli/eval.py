@@ -24,7 +24,7 @@ import time
 import torch
 
 from fairseq_seqkd.cli import argument_parser, setup_logging
-from fairseq_seqkd.selection import REMOVE_BPE, decode
+from fairseq_seqkd.subwords import REMOVE_BPE, remove_subwords
 from fairseq_seqkd.textio import atomic_write_lines, fail, read_lines
 
 logger = logging.getLogger("seqkd-eval")
@@ -116,7 +116,7 @@ def evaluate(args):
 
     def words(dictionary, tokens):
         """Detokenized text of a token sequence, as fairseq-generate --post-process writes it."""
-        return decode(dictionary.string(tokens, extra_symbols_to_ignore=strip), args.remove_bpe)
+        return remove_subwords(dictionary.string(tokens, extra_symbols_to_ignore=strip), args.remove_bpe)
 
     refs = [read_lines(args.refs)] if args.refs else [[words(tgt_dict, dataset.tgt[i]) for i in range(n)]]
     refs += [read_lines(p) for p in args.extra_refs]

@@ -14,14 +14,13 @@ one with the highest sentence BLEU to the reference (T- line), as
 the best-scoring hypothesis (plain Seq-KD).
 """
 
-import contextlib
+import functools
 import logging
 import time
 
-from fairseq_seqkd.cli import argument_parser, setup_logging
-from fairseq_seqkd.kbest import KBestError
-from fairseq_seqkd.selection import MODES, REMOVE_BPE, choices
-from fairseq_seqkd.textio import atomic_open, fail
+from fairseq_seqkd import selection
+from fairseq_seqkd.cli import argument_parser, run_script
+from fairseq_seqkd.subwords import REMOVE_BPE
 
 logger = logging.getLogger("seqkd-select")
 
@@ -31,7 +30,7 @@ def get_parser():
     p.add_argument("input", help="fairseq-generate output or a K-best file")
     p.add_argument("--out-src", required=True, help="where to write the sources, one per line, in id order")
     p.add_argument("--out-tgt", required=True, help="where to write the chosen hypotheses, line-aligned")
-    p.add_argument("--mode", choices=MODES, default="seq-inter",
+    p.add_argument("--mode", choices=selection.MODES, default="seq-inter",
                    help="seq-inter: highest sentence BLEU to the reference; top1: the teacher's best (Seq-KD)")
     p.add_argument("--remove-bpe", choices=REMOVE_BPE, default="sentencepiece",
                    help="how to turn subwords into words before computing BLEU (as fairseq's --post-process)")
@@ -41,37 +40,25 @@ def get_parser():
     return p
 
 
-def select(args):
-    """Write the outputs (atomically: nothing is left on an error); return the chosen ranks."""
+def main(argv=None, start_method="forkserver"):
+    """Parse the arguments and write the selection; return its :class:`selection.Summary`."""
+    args = get_parser().parse_args(argv)
     start = time.time()
-    ranks, hyps, bleu, first_bleu = [], 0, 0.0, 0.0
-    with atomic_open(args.out_src) as src, atomic_open(args.out_tgt) as tgt, \
-            contextlib.closing(choices(args.input, args.mode, args.remove_bpe, args.workers, args.num_sentences)) as chosen:
-        for choice in chosen:
-            src.write(choice.source + "\n")
-            tgt.write(choice.target + "\n")
-            ranks.append(choice.rank)
-            hyps += choice.hypotheses
-            bleu += choice.bleu
-            first_bleu += choice.first_bleu
+    summary = selection.write_selection(args.input, args.out_src, args.out_tgt, args.mode, args.remove_bpe,
+                                        args.workers, args.num_sentences, start_method)
     seconds = time.time() - start
+    ranks = summary.ranks
     if args.mode == "seq-inter":
         logger.info("sentence BLEU: rank 0 %.2f, selected %.2f on average; %d of %d sentences changed",
-                    first_bleu / max(len(ranks), 1), bleu / max(len(ranks), 1), sum(1 for r in ranks if r), len(ranks))
+                    summary.mean_first_bleu, summary.mean_bleu, sum(1 for r in ranks if r), len(ranks))
     logger.info("%d sentences, %d hypotheses in %.2fs (%.0f hypotheses/s) with %d process(es)",
-                len(ranks), hyps, seconds, hyps / max(seconds, 1e-9), args.workers)
-    return ranks
+                len(ranks), summary.hypotheses, seconds, summary.hypotheses / max(seconds, 1e-9), args.workers)
+    return summary
 
 
 def cli_main(argv=None):
-    setup_logging()
-    args = get_parser().parse_args(argv)
-    if args.workers < 1:
-        fail(f"--workers {args.workers}: must be at least 1")
-    try:
-        select(args)
-    except KBestError as e:
-        fail(str(e))
+    # seqkd-select's process never runs torch (it holds no torch thread pools): forking it is safe and fast.
+    run_script(functools.partial(main, start_method="fork"), argv)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ setup(
             "seqkd-prune = fairseq_seqkd.cli.prune:cli_main",
             "seqkd-eval = fairseq_seqkd.cli.eval:cli_main",
             "seqkd-report = fairseq_seqkd.cli.report:cli_main",
+            "seqkd-export = fairseq_seqkd.cli.export:cli_main",
+            "seqkd-translate = fairseq_seqkd.cli.translate:cli_main",
         ],
     },
     classifiers=[

@@ -2,7 +2,8 @@
 
 Load with ``--user-dir`` (the path of this folder). Importing the package
 registers its models, criterions and tasks with fairseq and lets torch >= 2.6
-load fairseq checkpoints safely (see :mod:`fairseq_seqkd.compat`).
+load fairseq checkpoints safely (see :mod:`fairseq_seqkd.compat`). Without fairseq installed,
+only :mod:`fairseq_seqkd.deploy`'s runtime (seqkd-translate) works.
 """
 
 import os
@@ -11,7 +12,13 @@ from . import compat
 
 compat.allow_fairseq_checkpoints()
 
-from . import criterions, models, tasks  # noqa: E402,F401  (registration)
+try:  # without fairseq only the deployment runtime (fairseq_seqkd.deploy, seqkd-translate) is usable
+    import fairseq  # noqa: F401
+except ModuleNotFoundError as e:
+    if e.name != "fairseq":  # fairseq is there but broken: say so
+        raise
+else:
+    from . import criterions, models, tasks  # noqa: E402,F401  (registration)
 
 #: The value to pass as ``--user-dir`` to fairseq's command-line tools.
 USER_DIR = os.path.dirname(os.path.abspath(__file__))

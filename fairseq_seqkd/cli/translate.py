@@ -1,0 +1,86 @@
+"""seqkd-translate: translate stdin with a student exported by seqkd-export (fairseq not needed).
+
+    seqkd-translate DIR [--beam K] [--batch-size N] [--max-len-a A --max-len-b B] [--lenpen L] < src > out
+
+Reads source lines on stdin (raw text when DIR has a SentencePiece model, else space-separated
+subwords), writes one translation per line on stdout in input order, and ends with one line on
+stderr like fairseq-generate's: sentences, source words, seconds, sentences/s, source words/s
+(the seconds count decoding, not loading). Every line is read and checked (UTF-8, length limit)
+before the first is decoded: a bad line stops the run before any output.
+
+With a float model (the default export) the output is fairseq-generate's best hypothesis for the
+same checkpoint, --beam, --max-len-a/-b and --lenpen; with an int8 export it is close to it.
+"""
+
+import sys
+
+from fairseq_seqkd.cli import argument_parser
+from fairseq_seqkd.errors import SeqKDError
+
+
+def get_parser():
+    p = argument_parser("seqkd-translate", __doc__)
+    p.add_argument("model", metavar="DIR", help="a directory written by seqkd-export")
+    p.add_argument("--beam", type=int, default=1, help="beam size (default 1: greedy decoding)")
+    p.add_argument("--batch-size", type=int, default=1, help="sentences decoded together (default 1)")
+    p.add_argument("--max-len-a", type=float, default=0.0, help="at most A * source length + B target words")
+    p.add_argument("--max-len-b", type=int, default=200, help="(see --max-len-a; fairseq's defaults 0 and 200)")
+    p.add_argument("--lenpen", type=float, default=1.0, help="length penalty as fairseq's (default 1)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's, usually one per core)")
+    return p
+
+
+def read_stdin_lines(stream):
+    """stdin's lines (without newlines); SeqKDError names a line that is not UTF-8."""
+    raw = stream.read()
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for i, line in enumerate(lines, 1):
+        try:
+            out.append(line.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as e:
+            raise SeqKDError(f"stdin line {i}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    return out
+
+
+def main(argv=None, stdin=None, stdout=None, stderr=None):
+    import torch
+
+    from fairseq_seqkd.deploy.translator import Summary, Translator
+
+    args = get_parser().parse_args(argv)
+    stdin = stdin or sys.stdin.buffer
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    if args.batch_size < 1:
+        raise SeqKDError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SeqKDError(f"--threads {args.threads}: must be at least 1")
+        torch.set_num_threads(args.threads)
+    translator = Translator.load(args.model, beam=args.beam, lenpen=args.lenpen, max_len_a=args.max_len_a,
+                                 max_len_b=args.max_len_b)
+    lines = read_stdin_lines(stdin)
+    sources = [translator.source_ids(line, f"stdin line {i}") for i, line in enumerate(lines, 1)]
+    for i, ids in enumerate(sources, 1):
+        translator.check_lengths(ids, f"stdin line {i}")
+    summary = Summary()
+    for start in range(0, len(sources), args.batch_size):
+        batch = slice(start, start + args.batch_size)
+        hyps = summary.timed(lines[batch], lambda: translator.translate_ids(sources[batch]))
+        stdout.write("".join(translator.text(h) + "\n" for h in hyps))
+    stdout.flush()
+    print(summary.line(), file=stderr)
+    return summary
+
+
+def cli_main(argv=None):
+    try:
+        main(argv)
+    except SeqKDError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -1,0 +1,141 @@
+"""Translate lines of text with an exported student (``seqkd-translate``), without fairseq.
+
+A line becomes source ids as fairseq-generate's data would hold them (SentencePiece pieces when the
+directory has a SentencePiece model, else the line's space-separated subwords; unknown ones are
+<unk>; </s> appended). Lines are decoded in batches of the lines' order, longest first inside a
+batch as fairseq's packed encoder wants, and come back in input order. The output is fairseq-
+generate's best hypothesis as text: subwords joined by spaces, or, with a SentencePiece model, the
+words (fairseq's ``--post-process sentencepiece``).
+
+Length limits are fairseq's, per sentence: at most ``int(max_len_a * n + max_len_b)`` target words
+for a source of n ids (its </s> included), and at most the model's ``max_target_positions - 1``; a
+source longer than the model's ``max_source_positions`` (its </s> included) is an error, as in
+fairseq-generate. fairseq applies ``max_len_a`` to the longest source of a batch; with
+``max_len_a = 0`` (its default) or batches of one sentence the limits are the same.
+"""
+
+import re
+import time
+from typing import List, Sequence
+
+import torch
+
+from fairseq_seqkd.deploy import bundle as bundle_io
+from fairseq_seqkd.deploy.network import LSTMNet
+from fairseq_seqkd.deploy.search import Hypothesis, search
+from fairseq_seqkd.errors import SeqKDError
+
+_SPACES = re.compile(r"\s+")  # fairseq's tokenize_line
+
+
+class Translator:
+    """An exported student with decoding options; see the module docstring."""
+
+    def __init__(self, loaded: "bundle_io.Bundle", beam: int = 1, lenpen: float = 1.0, max_len_a: float = 0.0,
+                 max_len_b: int = 200, min_len: int = 1):
+        if beam < 1:
+            raise SeqKDError(f"--beam {beam}: must be at least 1")
+        self.bundle = loaded
+        self.source_vocab, self.target_vocab = loaded.source_vocab, loaded.target_vocab
+        config = loaded.model_config
+        try:
+            self.net = LSTMNet(config, loaded.weights, pad=self.source_vocab.pad, target_pad=self.target_vocab.pad)
+        except (KeyError, RuntimeError) as e:
+            raise SeqKDError(f"{bundle_io.WEIGHTS}: does not match the manifest's model "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+        self.beam, self.lenpen, self.min_len = beam, lenpen, min_len
+        self.max_len_a, self.max_len_b = max_len_a, max_len_b
+        self.max_source_positions = int(config["max_source_positions"])
+        self.max_target_positions = int(config["max_target_positions"])
+        self.spm = None
+        if loaded.spm_path:
+            import sentencepiece
+
+            self.spm = sentencepiece.SentencePieceProcessor(model_file=loaded.spm_path)
+
+    @classmethod
+    def load(cls, folder, **options):
+        return cls(bundle_io.load(folder), **options)
+
+    @property
+    def quantized(self):
+        return self.net.int8
+
+    # -- text <-> ids ----------------------------------------------------------------------------
+
+    def source_ids(self, line: str, where: str = "line") -> List[int]:
+        """Source ids of one line (</s> appended); SeqKDError if longer than the model's limit."""
+        if self.spm is not None:
+            line = " ".join(self.spm.encode(line, out_type=str))
+        ids = self.source_vocab.encode(_SPACES.sub(" ", line).strip().split())
+        if len(ids) > self.max_source_positions:
+            raise SeqKDError(f"{where}: {len(ids) - 1} source tokens, more than the model's limit of "
+                             f"{self.max_source_positions - 1} (+ </s>)")
+        return ids
+
+    def max_len(self, n_ids: int) -> int:
+        """fairseq's ``max_len`` for a source of ``n_ids`` ids."""
+        return min(int(self.max_len_a * n_ids + self.max_len_b), self.max_target_positions - 1)
+
+    def check_lengths(self, ids: Sequence[int], where: str = "line"):
+        if self.max_len(len(ids)) < self.min_len:
+            raise SeqKDError(f"{where}: --max-len-a {self.max_len_a} --max-len-b {self.max_len_b} allow "
+                             f"{self.max_len(len(ids))} target words, fewer than the minimum of {self.min_len}")
+
+    def text(self, hypothesis: Hypothesis) -> str:
+        """The hypothesis as fairseq-generate prints it (with --post-process sentencepiece if we have SPM)."""
+        out = " ".join(self.target_vocab.decode(hypothesis.tokens))
+        if self.spm is not None:
+            out = out.replace(" ", "").replace("\u2581", " ").strip()
+        return out
+
+    # -- decoding --------------------------------------------------------------------------------
+
+    def translate_ids(self, sources: Sequence[Sequence[int]]) -> List[Hypothesis]:
+        """The best hypothesis for each source (ids with </s>), decoded as one batch."""
+        order = sorted(range(len(sources)), key=lambda i: -len(sources[i]))  # stable: longest first
+        longest = len(sources[order[0]])
+        src = torch.full((len(sources), longest), self.source_vocab.pad, dtype=torch.long)
+        for row, i in enumerate(order):
+            src[row, :len(sources[i])] = torch.tensor(sources[i], dtype=torch.long)
+        src = src.to(self.net.device)
+        lengths = torch.tensor([len(sources[i]) for i in order], dtype=torch.long)
+        max_lens = [self.max_len(len(sources[i])) for i in order]
+        enc = self.net.encode(src, lengths)
+        hyps = search(self.net, enc, max_lens, beam=self.beam, lenpen=self.lenpen, min_len=self.min_len,
+                      eos=self.target_vocab.eos)
+        out = [None] * len(sources)
+        for row, i in enumerate(order):
+            out[i] = hyps[row]
+        return out
+
+    def translate(self, lines: Sequence[str], batch_size: int = 1, first_line: int = 1) -> List[str]:
+        """Translations of ``lines`` in order (all lines are checked before any is decoded)."""
+        sources = [self.source_ids(line, f"line {first_line + i}") for i, line in enumerate(lines)]
+        for i, ids in enumerate(sources):
+            self.check_lengths(ids, f"line {first_line + i}")
+        out = []
+        for start in range(0, len(sources), batch_size):
+            out += [self.text(h) for h in self.translate_ids(sources[start:start + batch_size])]
+        return out
+
+
+class Summary:
+    """The closing line of seqkd-translate, after fairseq-generate's: counts, seconds, rates."""
+
+    def __init__(self):
+        self.sentences = self.words = 0
+        self.seconds = 0.0
+
+    def timed(self, lines, fn):
+        start = time.perf_counter()
+        result = fn()
+        self.seconds += time.perf_counter() - start
+        self.sentences += len(lines)
+        self.words += sum(len(line.split()) for line in lines)
+        return result
+
+    def line(self):
+        s = max(self.seconds, 1e-9)
+        return (f"Translated {self.sentences:,} sentences ({self.words:,} source words) in {self.seconds:.1f}s "
+                f"({self.sentences / s:.2f} sentences/s, {self.words / s:.2f} source words/s)")

@@ -102,15 +102,18 @@ def setting(row):
 
 
 def load_runs(run_dirs):
-    """{label: {row name: row}} of several runs (label: the run folder's name), checked to hold the same
-    rows, evaluated on the same test set with the same beam."""
+    """{label: {row name: row}} of several runs, checked to hold the same rows, evaluated on the same test
+    set with the same beam. A run's label is its folder's path below the folder common to all runs:
+    ``seed-1`` for ``study/seed-1``, ``seed-1/valid`` for ``study/seed-1/valid``."""
     if len(run_dirs) < 2:
         raise SeqKDError(f"aggregating needs at least 2 runs, got {len(run_dirs)}: {' '.join(run_dirs)}")
+    paths = [os.path.abspath(folder) for folder in run_dirs]
+    common = os.path.commonpath(paths)
     runs, folders = {}, {}
-    for folder in run_dirs:
-        label = os.path.basename(os.path.normpath(folder))
+    for folder, path in zip(run_dirs, paths):
+        label = os.path.relpath(path, common) if path != common else os.path.basename(path)
         if label in runs:
-            raise SeqKDError(f"{folder}: a second run labelled {label!r} (the runs' folders need different names)")
+            raise SeqKDError(f"{folder}: the same run twice")
         runs[label], folders[label] = {}, folder
         for row in load_rows(os.path.join(folder, "eval")):
             if row["name"] in runs[label]:

@@ -152,6 +152,13 @@ def test_finding_1_needs_the_mean_difference_above_twice_its_sd(tmp_path):
     assert "holds in 3/3 runs; mean difference +4.67 vs 2 sd = 7.57 → does not hold" in "\n".join(md)
 
 
+def test_runs_are_labelled_by_their_path_below_the_common_folder(tmp_path):
+    folders = [write_run(tmp_path / f"seed-{s}" / "valid", [row("Teacher 1x256", 20 + s, 21, 15, 0.02)])
+               for s in (1, 2)]
+    assert list(report.load_runs(folders)) == ["seed-1/valid", "seed-2/valid"]
+    assert list(report.load_runs(study(tmp_path))) == ["seed-1", "seed-2", "seed-3"]
+
+
 def test_missing_rows_are_not_checked_and_names_are_options(tmp_path):
     rename = {"Seq-KD": "Seq-KD (beam 5)", "Seq-KD + Seq-Inter + Word-KD": "Best"}
     seeds = {label: {rename.get(n, n): v for n, v in rows.items()} for label, rows in SEEDS.items()}
@@ -238,9 +245,8 @@ def bad_json(tmp_path, text):
      r"01.json: bleu_greedy is '12.1', not a number"),
     (lambda tmp: [bad_json(tmp, "[1, 2]")], r"01.json: not a seqkd-eval result \(not a JSON object\)"),
     (lambda tmp: [str(tmp / "out"), "--runs", *study(tmp)[:1]], r"aggregating needs at least 2 runs, got 1"),
-    (lambda tmp: [str(tmp / "out"), "--runs", *study(tmp)[:2],
-                  write_run(tmp / "a" / "seed-1", [row("x", 1, 2, 3, 0.1)])],
-     r"a/seed-1: a second run labelled 'seed-1'"),
+    (lambda tmp: (lambda runs: [str(tmp / "out"), "--runs", *runs[:2], runs[0]])(study(tmp)),
+     r"seed-1: the same run twice"),
     (lambda tmp: [str(tmp / "out"), "--runs", *study(tmp, {**SEEDS, "seed-2": {
         n: v for n, v in list(SEEDS["seed-2"].items())[:-1] + [("Word-KD", (1, 2, 3, 0.1))]}})],
      r"seed-2: not the rows of .*seed-1 \(missing: Seq-KD \+ Seq-Inter \+ Word-KD, pruned 50%; extra: Word-KD\)"),

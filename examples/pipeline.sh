@@ -1,19 +1,34 @@
-# The whole Kim & Rush (2016) pipeline on one prepared corpus; sourced by the recipes' run.sh.
+# The shared front of the recipes and the whole Kim & Rush (2016) pipeline; sourced by every run.sh.
 #
-# A recipe sets these, then calls `run_pipeline`:
-#   workdir  DATA (fairseq binary data)  RAW (its raw text: test.TGT, test.ref1.TGT)  tgt_lang  dry (0/1)
-#   TRAIN    options of every fairseq-train run (user dir, task, batching, logging)
-#   TEACHER  STUDENT     architecture, schedule and optimizer of the teacher / of every student trained from scratch
+# A recipe's run.sh sources this file, then:
+#   recipe_options "$@"     the options every recipe takes (below); its own ones through a function
+#                           `recipe_option` that sets `consumed` to the number of words it took
+#   (its preset)            sets TEACHER_ARCH STUDENT_ARCH and the option arrays below
+#   recipe_setup            DEVICE, TRAIN, DISTILL, EVAL from the options; starts the plan
+#   step prepare ...        its own data steps (the pipeline's steps come after the one named "prepare")
+#   run_pipeline            every method of the paper, once per seed (any extra steps of its own after it)
+#   finish                  the reports, then runs the plan (or prints it with --dry-run)
+#
+# Options: --preset NAME --workdir DIR --dry-run --gpus N --jobs N --seed N | --seeds N N ... --eval-subset S
+# (--eval-subset valid: the evaluations and reports go to WORKDIR/valid, WORKDIR/seed-N/valid; the models are
+# the same, so a second run with the test split only evaluates them)
+# (--jobs: steps run at the same time, default 2, or N with --gpus N so that N distillation shards run at once)
+#
+# What a preset sets:
+#   TEACHER_ARCH STUDENT_ARCH  architectures of the teacher and of every student (rows "Teacher 1x256", ...)
+#   TEACHER  STUDENT     other fairseq-train options of the teacher / of every student trained from scratch
 #   FINETUNE             options of the Seq-Inter fine-tuning runs (the paper: SGD, lr 0.1)
 #   RETRAIN              options of the retraining after pruning (the paper: lr 0.2)
 #   KD                   word_kd options (the paper: --kd-alpha 0.5)
 #   INTER_K              K of the Seq-Inter K-best lists (the paper: 35)
-#   DISTILL              seqkd-distill options (batching, --cpu)
-#   SHARDS               distillation shards run at once (one per GPU when GPUS > 0)
-#   GPUS                 GPUs of this machine to spread the shards over (0: none)
-#   EVAL                 seqkd-eval options (references, speed sentences, --cpu)
+#   DISTILL              seqkd-distill options (batching, length limits)
+#   EVAL                 seqkd-eval options besides the references (e.g. --speed-sentences)
 #   PRUNE_RATIOS         e.g. "50 80 90"
-# Every step is skipped when its output exists, so running the recipe again resumes.
+#
+# Every step is skipped when its output exists, so running a recipe again resumes it. Independent steps
+# run at the same time (--jobs, default 2: on a 2-core CPU two one-thread trainings of small models take
+# about as long as one with two threads). Each step prints one line when it ends; its full log is in
+# WORKDIR/logs/ (WORKDIR/seed-N/logs/ with --seeds); a failing step shows the last lines of its log.
 #
 # Every model is used as it is at the end of its schedule (checkpoint_last.pt), as in the paper, which trains
 # a fixed number of epochs. fairseq's checkpoint_best.pt is chosen by the loss on the gold validation targets,
@@ -21,96 +36,173 @@
 # design (the paper's Table 1), and in the Bible demo their gold validation loss stays flat for epochs while
 # their BLEU climbs from 0 to 9.
 CKPT=checkpoint_last.pt
+PYTHON=${PYTHON:-python3}
 
-timings="$workdir/timings.txt"
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
-# step NAME OUTPUT COMMAND...: run COMMAND unless OUTPUT exists; say how long it took.
-step() {
-  local name="$1" output="$2"; shift 2
-  if [ "$dry" -eq 1 ]; then printf '[%s] %s\n' "$name" "$(printf '%q ' "$@")"; return; fi
-  if [ -e "$output" ]; then echo "[$name] done already ($output)"; return; fi
-  echo "[$name] running..."
-  local start=$SECONDS
-  "$@"
-  echo "[$name] finished in $((SECONDS - start))s"
-  echo "$name $((SECONDS - start))" >> "$timings"
+recipe_options() {
+  preset=${preset:-} workdir="" dry=0 GPUS=0 JOBS="" SEEDS=(1) STUDY=0 EVAL_SUBSET=test
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --preset) preset="$2"; shift 2 ;;
+      --workdir) workdir="$2"; shift 2 ;;
+      --dry-run) dry=1; shift ;;
+      --gpus) GPUS="$2"; shift 2 ;;
+      --jobs) JOBS="$2"; shift 2 ;;
+      --seed) SEEDS=("$2"); STUDY=0; shift 2 ;;
+      --seeds) shift; SEEDS=(); STUDY=1
+               while [ $# -gt 0 ] && [[ "$1" != --* ]]; do SEEDS+=("$1"); shift; done ;;
+      --eval-subset) EVAL_SUBSET="$2"; shift 2 ;;
+      -h|--help) usage; exit 0 ;;
+      *) consumed=0
+         if declare -F recipe_option >/dev/null && recipe_option "$@" && [ "$consumed" -gt 0 ]; then
+           shift "$consumed"
+         else
+           echo "error: unknown option $1 (see --help)" >&2; exit 2
+         fi ;;
+    esac
+  done
+  local s
+  [[ "$GPUS" =~ ^[0-9]+$ ]] && JOBS=${JOBS:-$(( GPUS > 2 ? GPUS : 2 ))}
+  for s in "${SEEDS[@]}" "$GPUS" "$JOBS"; do
+    [[ "$s" =~ ^[0-9]+$ ]] || { echo "error: '$s' is not a number (--seed/--seeds/--gpus/--jobs)" >&2; exit 2; }
+  done
+  [ "${#SEEDS[@]}" -gt 0 ] || { echo "error: --seeds needs at least one seed" >&2; exit 2; }
+  [ "$JOBS" -gt 0 ] || { echo "error: --jobs must be at least 1" >&2; exit 2; }
+  case "$EVAL_SUBSET" in valid|test) ;; *) echo "error: --eval-subset must be valid or test" >&2; exit 2 ;; esac
 }
 
-# train NAME DATA OPTIONS...: fairseq-train into models/NAME (an interrupted run resumes from checkpoint_last.pt)
+recipe_setup() {
+  DEVICE=(--cpu)
+  [ "$GPUS" -gt 0 ] && DEVICE=()
+  SHARDS=$(( GPUS > 1 ? GPUS : 1 ))
+  TRAIN=(--user-dir "$user_dir" --task seqkd_translation --clip-norm 5 --no-epoch-checkpoints --log-format simple
+         --log-interval 100 --num-workers 0 "${DEVICE[@]}")
+  [ "$GPUS" -gt 1 ] && TRAIN+=(--distributed-world-size "$GPUS")
+  DISTILL+=("${DEVICE[@]}")
+  EVAL+=(--beam 5 --subset "$EVAL_SUBSET" --refs "$RAW/$EVAL_SUBSET.$tgt_lang" "${DEVICE[@]}")
+  # test-set results in RUN/eval and RUN/results.*; validation-set results beside them in RUN/valid/, so that
+  # choosing settings on the validation split and reporting the test split share the trained models
+  RESULTS=""
+  [ "$EVAL_SUBSET" = test ] || RESULTS="/$EVAL_SUBSET"
+  # fairseq and hydra warn about their own deprecations on every start; keep the logs readable.
+  export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}
+  run="$workdir" STEP_PREFIX="" STEP_PREFIX_TITLE="" timings="$workdir/timings.txt" RUN_EVALS=() REPORTS=() RUNS=()
+  if [ "$dry" -eq 1 ]; then PLAN=""; else mkdir -p "$workdir"; PLAN="$workdir/plan.tsv"; : > "$PLAN"; fi
+}
+
+# step NAME OUTPUT AFTER COMMAND...: a step of the plan. AFTER: the names of the steps it needs, comma-
+# separated, within the same seed's run ("^NAME": a step shared by all seeds, such as ^prepare; "-": none).
+# OUTPUT "-": a step that runs every time (the reports). Names hold no commas or tabs.
+step() {
+  local name="$1" output="$2" after="$3" deps=() d list joined
+  shift 3
+  IFS=, read -ra list <<< "$after"
+  for d in "${list[@]}"; do
+    case "$d" in -|"") ;; ^*) deps+=("${d#^}") ;; *) deps+=("$STEP_PREFIX$d") ;; esac
+  done
+  if [ "$dry" -eq 1 ]; then printf '[%s] %s\n' "$STEP_PREFIX$name" "$(printf '%q ' "$@")"; return; fi
+  joined=$(IFS=,; echo "${deps[*]}")
+  printf '%s\t%s\t%s\t%s\t0\t%s\n' "$STEP_PREFIX$name" "$output" "$run/logs/${name//[^A-Za-z0-9.+-]/-}.log" \
+    "${joined:--}" "$(printf '%q ' "$@")" >> "$PLAN"
+}
+
+# train NAME DATA AFTER OPTIONS...: fairseq-train into models/NAME (an interrupted run resumes from checkpoint_last.pt)
 train() {
-  local name="$1" bin="$2"; shift 2
-  step "train $name" "$workdir/models/$name/done" bash -c '"$@" && touch "$0/done"' "$workdir/models/$name" \
-    fairseq-train "$bin" "${TRAIN[@]}" --save-dir "$workdir/models/$name" "$@"
+  local name="$1" bin="$2" after="$3"; shift 3
+  step "train $name" "$run/models/$name/done" "$after" \
+    fairseq-train "$bin" "${TRAIN[@]}" --seed "$seed" --save-dir "$run/models/$name" "$@"
 }
 
 # distill NAME OUTPUT-DATA OPTIONS...: teacher beam search over the training set, in SHARDS shards, merged
 distill() {
   local name="$1" out="$2"; shift 2
-  local prefix="$workdir/distill/$name"
-  if [ "${SHARDS:-1}" -le 1 ]; then
-    step "$name data" "$out/done" bash -c '"$@" && touch "$0/done"' "$out" \
-      seqkd-distill "$DATA" --path "$teacher" "${DISTILL[@]}" "$@" --out-prefix "$prefix" --binarize "$out"
+  local prefix="$run/distill/$name"
+  if [ "$SHARDS" -le 1 ]; then
+    step "$name data" "$out/done" "train teacher" seqkd-distill "$DATA" --path "$teacher" "${DISTILL[@]}" "$@" \
+      --out-prefix "$prefix" --binarize "$out"
     return
   fi
-  local i pids=() threads=$(( $(nproc) / SHARDS > 0 ? $(nproc) / SHARDS : 1 ))
+  local i shards=()
   for ((i = 0; i < SHARDS; i++)); do
-    local device=(env "OMP_NUM_THREADS=$threads")
-    [ "${GPUS:-0}" -gt 0 ] && device+=("CUDA_VISIBLE_DEVICES=$((i % GPUS))")
-    local shard=(step "$name data, shard $i of $SHARDS" "$prefix.shard-$i-of-$SHARDS.done" bash -c
-      '"$@" && touch "$0"' "$prefix.shard-$i-of-$SHARDS.done" "${device[@]}" seqkd-distill "$DATA" --path "$teacher"
-      "${DISTILL[@]}" "$@" --out-prefix "$prefix" --num-shards "$SHARDS" --shard-id "$i" --resume)
-    if [ "$dry" -eq 1 ]; then "${shard[@]}"; else "${shard[@]}" & pids+=($!); fi
+    step "$name data (shard $((i + 1))/$SHARDS)" "$prefix.shard-$i-of-$SHARDS.done" "train teacher" \
+      env "CUDA_VISIBLE_DEVICES=$((i % GPUS))" seqkd-distill "$DATA" --path "$teacher" "${DISTILL[@]}" "$@" \
+      --out-prefix "$prefix" --num-shards "$SHARDS" --shard-id "$i" --resume
+    shards+=("$name data (shard $((i + 1))/$SHARDS)")
   done
-  for i in "${pids[@]}"; do wait "$i" || { echo "error: a $name shard failed" >&2; return 1; }; done
-  step "$name data, merge" "$out/done" bash -c '"$@" && touch "$0/done"' "$out" \
+  step "$name data" "$out/done" "$(IFS=,; echo "${shards[*]}")" \
     seqkd-distill --merge --out-prefix "$prefix" --num-shards "$SHARDS" --binarize "$out"
 }
 
-# evaluate FILE MODEL "ROW NAME": seqkd-eval on the test set into eval/FILE.json
+# evaluate FILE MODEL "ROW NAME": seqkd-eval on the test set (--eval-subset) into eval/FILE.json
 evaluate() {
-  step "eval $2" "$workdir/eval/$1.json" seqkd-eval "$DATA" --path "$workdir/models/$2/$CKPT" \
-    --json "$workdir/eval/$1.json" --name "$3" "${EVAL[@]}"
+  RUN_EVALS+=("eval $2")
+  step "eval $2" "$run$RESULTS/eval/$1.json" "train $2" seqkd-eval "$DATA" --path "$run/models/$2/$CKPT" \
+    --json "$run$RESULTS/eval/$1.json" --name "$3" "${EVAL[@]}"
 }
 
+# run_pipeline: every method of the paper for each seed (--seed/--seeds), in the order that keeps a 2-core
+# machine busy: the teacher beside the baseline, then the distilled corpora, then students side by side.
 run_pipeline() {
-  teacher="$workdir/models/teacher/$CKPT"
-  local t_name="${TEACHER_NAME:-Teacher}" s_name="${STUDENT_NAME:-Baseline}"
-  # teacher and baseline student (gold data, cross-entropy)
-  train teacher "$DATA" "${TEACHER[@]}"
-  train baseline "$DATA" "${STUDENT[@]}"
-  # Word-KD (§3.1): gold data, word-level distillation from the teacher
-  train word-kd "$DATA" "${STUDENT[@]}" --criterion word_kd --teacher-path "$teacher" "${KD[@]}"
-  # Seq-KD (§3.2): the teacher's beam search (K=5) over the training set is the student's data
-  distill train.seqkd "$workdir/data-seqkd" --beam 5
-  train seq-kd "$workdir/data-seqkd" "${STUDENT[@]}"
-  # Seq-Inter (§3.3): from the teacher's K-best lists, the hypothesis with the best sentence BLEU
-  distill train.inter "$workdir/data-inter" --beam "$INTER_K" --nbest "$INTER_K" --select seq-inter
-  train baseline+seq-inter "$workdir/data-inter" "${STUDENT[@]}" "${FINETUNE[@]}" \
-    --finetune-from-model "$workdir/models/baseline/$CKPT"
-  # the combinations are compositions of the steps above
-  train seq-kd+word-kd "$workdir/data-seqkd" "${STUDENT[@]}" --criterion word_kd --teacher-path "$teacher" "${KD[@]}"
-  train seq-kd+seq-inter+word-kd "$workdir/data-inter" "${STUDENT[@]}" "${FINETUNE[@]}" \
-    --finetune-from-model "$workdir/models/seq-kd+word-kd/$CKPT" --criterion word_kd \
-    --teacher-path "$teacher" "${KD[@]}"
-  # pruning (§6) of the best combination, retrained on the Seq-KD data with the mask held fixed
-  local best="$workdir/models/seq-kd+seq-inter+word-kd/$CKPT" ratio
-  for ratio in $PRUNE_RATIOS; do
-    [ "$dry" -eq 1 ] || mkdir -p "$workdir/models/pruned-$ratio"
-    step "prune $ratio%" "$workdir/models/pruned-$ratio/pruned.pt" seqkd-prune "$best" \
-      "$workdir/models/pruned-$ratio/pruned.pt" --ratio "0.$ratio"
-    train "pruned-$ratio" "$workdir/data-seqkd" "${STUDENT[@]}" "${RETRAIN[@]}" \
-      --finetune-from-model "$workdir/models/pruned-$ratio/pruned.pt"
+  for seed in "${SEEDS[@]}"; do
+    if [ "$STUDY" -eq 1 ]; then
+      run="$workdir/seed-$seed" STEP_PREFIX="seed $seed: " STEP_PREFIX_TITLE=", seed $seed"
+    fi
+    teacher="$run/models/teacher/$CKPT"
+    local t_name="Teacher ${TEACHER_ARCH#luong_lstm_}" s_name="Baseline ${STUDENT_ARCH#luong_lstm_}"
+    local student=(--arch "$STUDENT_ARCH" "${STUDENT[@]}") ratio
+    # teacher and baseline student (gold data, cross-entropy)
+    train teacher "$DATA" ^prepare --arch "$TEACHER_ARCH" "${TEACHER[@]}"
+    train baseline "$DATA" ^prepare "${student[@]}"
+    evaluate 02-baseline baseline "$s_name"
+    # Seq-KD (§3.2): the teacher's beam search (K=5) over the training set is the student's data
+    distill train.seqkd "$run/data-seqkd" --beam 5
+    # the combination Seq-KD + Word-KD: the longest chain of the pipeline, so it starts first
+    train seq-kd+word-kd "$run/data-seqkd" "train.seqkd data" "${student[@]}" --criterion word_kd \
+      --teacher-path "$teacher" "${KD[@]}"
+    # Seq-Inter (§3.3): from the teacher's K-best lists, the hypothesis with the best sentence BLEU
+    distill train.inter "$run/data-inter" --beam "$INTER_K" --nbest "$INTER_K" --select seq-inter
+    train seq-kd "$run/data-seqkd" "train.seqkd data" "${student[@]}"
+    # Word-KD (§3.1): gold data, word-level distillation from the teacher
+    train word-kd "$DATA" "train teacher" "${student[@]}" --criterion word_kd --teacher-path "$teacher" "${KD[@]}"
+    train baseline+seq-inter "$run/data-inter" "train baseline,train.inter data" "${student[@]}" "${FINETUNE[@]}" \
+      --finetune-from-model "$run/models/baseline/$CKPT"
+    train seq-kd+seq-inter+word-kd "$run/data-inter" "train seq-kd+word-kd,train.inter data" "${student[@]}" \
+      "${FINETUNE[@]}" --finetune-from-model "$run/models/seq-kd+word-kd/$CKPT" --criterion word_kd \
+      --teacher-path "$teacher" "${KD[@]}"
+    # pruning (§6) of the best combination, retrained on the Seq-KD data with the mask held fixed
+    for ratio in $PRUNE_RATIOS; do
+      step "prune $ratio%" "$run/models/pruned-$ratio/pruned.pt" "train seq-kd+seq-inter+word-kd" \
+        seqkd-prune "$run/models/seq-kd+seq-inter+word-kd/$CKPT" "$run/models/pruned-$ratio/pruned.pt" \
+        --ratio "0.$ratio"
+      train "pruned-$ratio" "$run/data-seqkd" "prune $ratio%" "${student[@]}" "${RETRAIN[@]}" \
+        --finetune-from-model "$run/models/pruned-$ratio/pruned.pt"
+    done
+    # every model on the test set (--eval-subset); a recipe's own models (recipe_models), then the report
+    evaluate 01-teacher teacher "$t_name"
+    evaluate 03-word-kd word-kd "Word-KD"
+    evaluate 04-seq-kd seq-kd "Seq-KD"
+    evaluate 05-baseline+seq-inter baseline+seq-inter "Baseline + Seq-Inter"
+    evaluate 06-seq-kd+word-kd seq-kd+word-kd "Seq-KD + Word-KD"
+    evaluate 07-seq-kd+seq-inter+word-kd seq-kd+seq-inter+word-kd "Seq-KD + Seq-Inter + Word-KD"
+    for ratio in $PRUNE_RATIOS; do
+      evaluate "08-pruned-$ratio" "pruned-$ratio" "Seq-KD + Seq-Inter + Word-KD, pruned $ratio%"
+    done
+    if declare -F recipe_models >/dev/null; then recipe_models; fi
+    step report - "$(IFS=,; echo "${RUN_EVALS[*]}")" seqkd-report "$run$RESULTS" \
+      --title "$REPORT_TITLE$STEP_PREFIX_TITLE"
+    RUN_EVALS=() REPORTS+=("${STEP_PREFIX}report") RUNS+=("$run$RESULTS")
   done
-  # every model on the test set, and the report
-  evaluate 01-teacher teacher "$t_name"
-  evaluate 02-baseline baseline "$s_name"
-  evaluate 03-word-kd word-kd "Word-KD"
-  evaluate 04-seq-kd seq-kd "Seq-KD"
-  evaluate 05-baseline+seq-inter baseline+seq-inter "Baseline + Seq-Inter"
-  evaluate 06-seq-kd+word-kd seq-kd+word-kd "Seq-KD + Word-KD"
-  evaluate 07-seq-kd+seq-inter+word-kd seq-kd+seq-inter+word-kd "Seq-KD + Seq-Inter + Word-KD"
-  for ratio in $PRUNE_RATIOS; do
-    evaluate "08-pruned-$ratio" "pruned-$ratio" "Seq-KD + Seq-Inter + Word-KD, pruned $ratio%"
-  done
-  step report "$workdir/.report-always" seqkd-report "$workdir" --title "${REPORT_TITLE:-}"
+}
+
+# finish: with --seeds, the report over all seeds; then run the plan (--dry-run: print it).
+finish() {
+  if [ "$STUDY" -eq 1 ]; then
+    run="$workdir" STEP_PREFIX=""
+    step "report over ${#SEEDS[@]} seeds" - "$(IFS=,; echo "${REPORTS[*]/#/^}")" \
+      seqkd-report "$workdir$RESULTS" --runs "${RUNS[@]}" --title "$REPORT_TITLE, seeds ${SEEDS[*]}"
+  fi
+  [ "$dry" -eq 1 ] && return
+  echo "# $(date -u +%FT%TZ) $(basename "$(dirname "$0")") preset $preset, seeds ${SEEDS[*]}" >> "$timings"
+  "$PYTHON" -m fairseq_seqkd.workflow "$PLAN" --jobs "$JOBS" --timings "$timings"
 }

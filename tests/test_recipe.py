@@ -35,51 +35,106 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def recipe(corpus, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    proc = run_recipe(workdir, corpus)
+def study(corpus, tmp_path_factory):
+    """The multi-seed study on the tiny preset: two seeds on one corpus split, then the report over both."""
+    workdir = tmp_path_factory.mktemp("study")
+    proc = run_recipe(workdir, corpus, "--seeds", "1", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return workdir, proc
 
 
-def test_every_model_is_evaluated_and_reported(recipe):
-    workdir, proc = recipe
-    with open(workdir / "results.json") as f:
-        rows = json.load(f)
-    assert [r["name"] for r in rows] == NAMES
+def plan_names(workdir):
+    with open(workdir / "plan.tsv") as f:
+        return [line.split("\t")[0] for line in f]
+
+
+def test_every_model_of_every_seed_is_evaluated_and_reported(study):
+    workdir, proc = study
+    for seed in (1, 2):
+        with open(workdir / f"seed-{seed}" / "results.json") as f:
+            rows = json.load(f)
+        assert [r["name"] for r in rows] == NAMES
+        assert all(r["subset"] == "test" and r["sentences"] == 30 for r in rows)
     with open(workdir / "results.md") as f:
         table = f.read()
-    assert all(f"| {name} |" in table for name in NAMES)
+    assert all(f"| {name} |" in table for name in NAMES) and "±" in table
+    with open(workdir / "results.json") as f:
+        study_json = json.load(f)
+    assert sorted(study_json["runs"]) == ["seed-1", "seed-2"]
     assert (workdir / "results.png").stat().st_size > 10000
-    for line in proc.stdout.splitlines():
-        if line.startswith("[") and "finished in" in line:
-            assert line.rstrip().endswith("s")  # every step says how long it took
 
 
-def test_distilled_corpora_and_pruned_models(recipe):
-    workdir, _ = recipe
+def test_one_line_per_step_and_a_log_for_each(study):
+    workdir, proc = study
+    names = plan_names(workdir)
+    assert len(names) == 1 + 2 * (10 + 2 + 3 + 10 + 1) + 1  # prepare; per seed: trainings, distillations,
+    # prunings, evaluations, report; the report over both seeds
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert lines[0].startswith(f"{len(names)} of {len(names)} steps to run")
+    steps = lines[1:-1]
+    assert len(steps) == len(names), proc.stdout  # nothing else: fairseq's logs are in the step logs
+    assert lines[-1].endswith(f"all {len(names)} steps done")
+    for k, line in enumerate(steps, 1):
+        clock, done, rest = line.split(None, 2)
+        name, seconds, unit = rest.rsplit(None, 2)
+        assert done == f"[{k:>2}/{len(names)}]" or done == f"[{k}/{len(names)}]", line
+        assert name in names and unit == "s" and seconds.isdigit(), line
+    assert sorted(line.split(None, 2)[2].rsplit(None, 2)[0] for line in steps) == sorted(names)
+    logs = {p.name for p in (workdir / "seed-1" / "logs").iterdir()}
+    assert {"train-teacher.log", "train-seq-kd+word-kd.log", "eval-pruned-90.log", "report.log"} <= logs
+    with open(workdir / "seed-1" / "logs" / "train-teacher.log") as f:
+        text = f.read()
+    assert text.startswith("$ fairseq-train ") and "--seed 1 " in text and "done training" in text
+
+
+def test_seeds_share_the_corpus_split_and_nothing_else(study):
+    workdir, _ = study
+    assert sorted(p.name for p in workdir.iterdir() if p.name.startswith("seed-")) == ["seed-1", "seed-2"]
+    assert not (workdir / "seed-1" / "data").exists()  # one prepared corpus for both seeds
+    teachers = [torch.load(workdir / f"seed-{s}" / "models" / "teacher" / "checkpoint_last.pt",
+                           weights_only=False) for s in (1, 2)]
+    assert [t["cfg"]["common"]["seed"] for t in teachers] == [1, 2]
+    weights = [t["model"]["decoder.fc_out.weight"] for t in teachers]
+    assert not torch.equal(*weights)
+
+
+def test_distilled_corpora_and_pruned_models(study):
+    workdir, _ = study
     train = workdir / "data" / "raw" / "train.xx"
     with open(train) as f:
         sources = f.read().splitlines()
-    for name in ("train.seqkd", "train.inter"):
-        with open(workdir / "distill" / f"{name}.yy") as f:
-            assert len(f.read().splitlines()) == len(sources) == 400
-    for ratio in (50, 80, 90):
-        state = torch.load(workdir / "models" / f"pruned-{ratio}" / "checkpoint_last.pt", weights_only=False)
-        weights = pruning.prunable(state["model"])
-        zeros = sum(int((t == 0).sum()) for t in weights.values())
-        assert zeros == round(ratio / 100 * sum(t.numel() for t in weights.values()))
+    for seed in (1, 2):
+        run = workdir / f"seed-{seed}"
+        for name in ("train.seqkd", "train.inter"):
+            with open(run / "distill" / f"{name}.yy") as f:
+                assert len(f.read().splitlines()) == len(sources) == 400
+        for ratio in (50, 80, 90):
+            state = torch.load(run / "models" / f"pruned-{ratio}" / "checkpoint_last.pt", weights_only=False)
+            weights = pruning.prunable(state["model"])
+            zeros = sum(int((t == 0).sum()) for t in weights.values())
+            assert zeros == round(ratio / 100 * sum(t.numel() for t in weights.values()))
 
 
-def test_rerun_resumes_without_redoing_anything(recipe, corpus):
-    workdir, _ = recipe
-    before = os.path.getmtime(workdir / "models" / "teacher" / "checkpoint_last.pt")
-    proc = run_recipe(workdir, corpus)
-    assert proc.returncode == 0
-    steps = [line for line in proc.stdout.splitlines() if line.startswith("[")]
-    redone = [line for line in steps if "done already" not in line and not line.startswith("[report]")]
-    assert redone == [], redone
-    assert os.path.getmtime(workdir / "models" / "teacher" / "checkpoint_last.pt") == before
+def test_a_users_corpus_gets_its_own_title(study):
+    workdir, _ = study
+    with open(workdir / "seed-2" / "results.md") as f:
+        assert "c.xx → c.yy (xx→yy), preset tiny, seed 2" in f.read()
+    with open(workdir / "results.md") as f:
+        assert "c.xx → c.yy (xx→yy), preset tiny, seeds 1 2" in f.read()
+
+
+def test_rerun_resumes_without_redoing_anything(study, corpus):
+    workdir, _ = study
+    before = os.path.getmtime(workdir / "seed-1" / "models" / "teacher" / "checkpoint_last.pt")
+    proc = run_recipe(workdir, corpus, "--seeds", "1", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    names = plan_names(workdir)
+    reports = [n for n in names if n.endswith("report") or n.startswith("report ")]
+    assert len(reports) == 3
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"3 of {len(names)} steps to run") and f"{len(names) - 3} done already" in lines[0]
+    assert sorted(line.split(None, 2)[2].rsplit(None, 2)[0] for line in lines[1:-1]) == sorted(reports)
+    assert os.path.getmtime(workdir / "seed-1" / "models" / "teacher" / "checkpoint_last.pt") == before
 
 
 def parse_commands(dry_run_output):
@@ -121,6 +176,7 @@ def test_every_command_of_the_recipe_parses(preset, tmp_path):
     assert proc.returncode == 0, proc.stderr
     parsed = parse_commands(proc.stdout)
     assert len(parsed) == 1 + 10 + 2 + 3 + 10 + 1  # prepare, trainings, distillations, prunings, evals, report
+    assert len(proc.stdout.splitlines()) == len(parsed)
     word_kd = [a for a in parsed if getattr(a, "criterion", None) == "word_kd"]
     assert len(word_kd) == 3 and all(a.kd_alpha == 0.5 for a in word_kd)
     assert os.listdir(tmp_path) == []  # a dry run writes nothing
@@ -204,3 +260,61 @@ def test_paper_recipe_commands_parse(name, gpus, tmp_path):
     if gpus == "4":
         assert sorted(a.shard_id for a in parsed if getattr(a, "num_shards", 1) == 4 and not a.merge) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert os.listdir(tmp_path) == []
+
+
+def test_a_failing_step_names_its_log_and_stops(study, corpus):
+    """(Runs last: it breaks the study's seed-2 Seq-KD student.)"""
+    workdir, _ = study
+    run = workdir / "seed-2"
+    (run / "eval" / "04-seq-kd.json").unlink()
+    (run / "models" / "seq-kd" / "checkpoint_last.pt").write_bytes(b"not a checkpoint")
+    proc = run_recipe(workdir, corpus, "--seeds", "1", "2")
+    assert proc.returncode == 1
+    assert "seed 2: eval seq-kd: FAILED after" in proc.stdout
+    log = run / "logs" / "eval-seq-kd.log"
+    assert proc.stderr.strip().splitlines()[-1] == f"error: step 'seed 2: eval seq-kd' failed; its log: {log}"
+    assert "error: " in log.read_text() and not (run / "eval" / "04-seq-kd.json").exists()
+    assert "report over 2 seeds" not in proc.stdout
+
+
+def test_study_runs_differ_only_by_seed(tmp_path):
+    proc = subprocess.run(["bash", RUN, "--preset", "demo", "--workdir", str(tmp_path), "--seeds", "3", "4",
+                           "--dry-run"], capture_output=True, text=True, cwd=toydata.REPO)
+    assert proc.returncode == 0, proc.stderr
+    steps = {}
+    for line in proc.stdout.splitlines():
+        name, command = line[1:].split("] ", 1)
+        steps[name] = command
+    assert len(steps) == 1 + 2 * 26 + 1 and "prepare" in steps and "report over 2 seeds" in steps
+    for name in [n for n in steps if n.startswith("seed 3: ")]:
+        other = steps["seed 4: " + name[len("seed 3: "):]]
+        same = steps[name].replace("seed-3", "seed-4").replace("--seed 3 ", "--seed 4 ").replace("seed\\ 3", "seed\\ 4")
+        assert same == other, name
+    assert "--runs " + str(tmp_path / "seed-3") + " " + str(tmp_path / "seed-4") in steps["report over 2 seeds"]
+    assert os.listdir(tmp_path) == []
+
+
+def train_once(data, save_dir, seed):
+    toydata.run_cli(["fairseq-train", data, "--user-dir", toydata.USER_DIR, *toydata.TINY_TRAIN_ARGS, "--cpu",
+                     "--seed", str(seed), "--max-epoch", "1", "--save-dir", str(save_dir)],
+                    env={"OMP_NUM_THREADS": "1"})
+    return torch.load(save_dir / "checkpoint_last.pt", weights_only=False)["model"]
+
+
+def test_the_seed_sets_initialisation_and_data_order(toy_data, tmp_path):
+    """Same seed, same checkpoint (bit for bit); another seed, another one; and another batch order."""
+    from fairseq_seqkd.generation import load_split
+
+    first, again, other = (train_once(toy_data, tmp_path / name, seed)
+                           for name, seed in (("a", 1), ("b", 1), ("c", 2)))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not any(torch.equal(first[k], other[k]) for k in first if first[k].dim() == 2)
+    task = load_split(toy_data, "train")
+
+    def order(seed):
+        batches = task.get_batch_iterator(task.dataset("train"), max_tokens=400, seed=seed,
+                                          disable_iterator_cache=True)
+        return [b["id"].tolist() for b in batches.next_epoch_itr(shuffle=True)]
+
+    assert order(1) == order(1) and order(1) != order(2)
+    assert sorted(sum(order(1), [])) == sorted(sum(order(2), [])) == list(range(1500))

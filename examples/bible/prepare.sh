@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Prepare the Spanish→English Bible corpus (the embedded default), or any parallel text.
 #
-#   examples/bible/prepare.sh --out DIR [seqkd-prepare options...]
+#   examples/bible/prepare.sh --out DIR [--src-lang es --tgt-lang en] [seqkd-prepare options...]
 #   examples/bible/prepare.sh --out DIR --src my.src --tgt my.tgt --src-lang xx --tgt-lang yy [options...]
 #
 # Without --src/--tgt: installs (or finds) the Debian SWORD packages, reads the verse-aligned
 # Reina-Valera 1909 (es), World English Bible (en) and King James Version (second English
-# reference) with pysword, cleans systematic noise, then runs seqkd-prepare: fixed-seed split
+# reference) with pysword, cleans systematic noise, then runs seqkd-prepare (es→en, or en→es with
+# --src-lang en --tgt-lang es, which has no second reference): fixed-seed split
 # (1000 valid / 1000 test verses), SentencePiece per side, fairseq-preprocess into DIR/bin.
 # Any other option is passed to seqkd-prepare (e.g. --max-words 16 --train-size 7000 --vocab-size 2000).
 # Idempotent: a prepared DIR is left as it is.
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
     --tgt) tgt="$2"; shift 2 ;;
     --src-lang) src_lang="$2"; shift 2 ;;
     --tgt-lang) tgt_lang="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) pass+=("$1"); shift ;;
   esac
 done
@@ -66,5 +67,10 @@ if [ ! -f "$corpus/bible.ref" ]; then
   echo "[prepare] reading the Bible modules from $sword"
   "$PYTHON" -m fairseq_seqkd.corpora.bible --out-dir "$corpus" --sword-path "$sword"
 fi
-exec seqkd-prepare --src-file "$corpus/bible.es" --tgt-file "$corpus/bible.en" \
-  --extra-ref "$corpus/bible.kjv" --ids "$corpus/bible.ref" --src-lang es --tgt-lang en --out "$out" "${pass[@]}"
+case "${src_lang:-es}-${tgt_lang:-en}" in
+  es-en) exec seqkd-prepare --src-file "$corpus/bible.es" --tgt-file "$corpus/bible.en" \
+           --extra-ref "$corpus/bible.kjv" --ids "$corpus/bible.ref" --src-lang es --tgt-lang en --out "$out" "${pass[@]}" ;;
+  en-es) exec seqkd-prepare --src-file "$corpus/bible.en" --tgt-file "$corpus/bible.es" \
+           --ids "$corpus/bible.ref" --src-lang en --tgt-lang es --out "$out" "${pass[@]}" ;;
+  *) echo "error: the Bible corpus is Spanish and English: --src-lang es --tgt-lang en, or en and es" >&2; exit 2 ;;
+esac

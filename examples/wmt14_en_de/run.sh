@@ -14,13 +14,16 @@ DOWNLOADS=(http://www.statmt.org/wmt13/training-parallel-europarl-v7.tgz
            http://www.statmt.org/wmt14/training-parallel-nc-v9.tgz
            http://www.statmt.org/wmt14/dev.tgz
            http://www.statmt.org/wmt14/test-full.tgz)
+# The paper's smaller student: 2x300 with Seq-KD + Word-KD, fine-tuned on the Seq-Inter data (run by
+# run_pipeline for every seed, before the report).
+recipe_models() {
+  local small=(--arch luong_lstm_2x300 "${STUDENT[@]}")
+  [ "$preset" = paper ] || small=(--arch "$STUDENT_ARCH" "${STUDENT[@]}")
+  train 2x300-seq-kd+word-kd "$run/data-seqkd" "train.seqkd data" "${small[@]}" --criterion word_kd \
+    --teacher-path "$teacher" "${KD[@]}"
+  train 2x300-seq-kd+seq-inter+word-kd "$run/data-inter" "train 2x300-seq-kd+word-kd,train.inter data" "${small[@]}" \
+    "${FINETUNE[@]}" --finetune-from-model "$run/models/2x300-seq-kd+word-kd/$CKPT" --criterion word_kd \
+    --teacher-path "$teacher" "${KD[@]}"
+  evaluate 09-2x300-seq-kd+seq-inter+word-kd 2x300-seq-kd+seq-inter+word-kd "2x300 Seq-KD + Seq-Inter + Word-KD"
+}
 source "$(dirname "$0")/../paper_recipe.sh"
-# The paper's smaller student: 2x300 with Seq-KD + Word-KD, fine-tuned on the Seq-Inter data.
-SMALL=(--arch luong_lstm_2x300 "${STUDENT[@]:2}")
-[ "$preset" = paper ] || SMALL=("${STUDENT[@]}")
-train 2x300-seq-kd+word-kd "$workdir/data-seqkd" "${SMALL[@]}" --criterion word_kd --teacher-path "$teacher" "${KD[@]}"
-train 2x300-seq-kd+seq-inter+word-kd "$workdir/data-inter" "${SMALL[@]}" "${FINETUNE[@]}" \
-  --finetune-from-model "$workdir/models/2x300-seq-kd+word-kd/$CKPT" --criterion word_kd \
-  --teacher-path "$teacher" "${KD[@]}"
-evaluate 09-2x300-seq-kd+seq-inter+word-kd 2x300-seq-kd+seq-inter+word-kd "2x300 Seq-KD + Seq-Inter + Word-KD"
-step report "$workdir/.report-always" seqkd-report "$workdir" --title "$REPORT_TITLE"

@@ -1,5 +1,6 @@
 # fairseq-seqkd: the two commands of the README.
 #   make test   set up .venv and run the tests
+#   make test-fast   the tests not marked slow (a developer's quick check, under 2 minutes on 2 cores)
 #   make demo   set up .venv and run the Bible recipe's demo preset into runs/demo
 # Variables a user may override: PYTHON, VENV, TORCH (e.g. TORCH="torch==2.5.1" or a CUDA build).
 
@@ -12,7 +13,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqkd-installed
 
-.PHONY: install test demo clean-venv
+.PHONY: install test test-fast demo clean-venv
 
 install: $(STAMP)
 
@@ -27,6 +28,9 @@ $(STAMP): setup.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" examples/bible/run.sh --preset demo --workdir runs/demo

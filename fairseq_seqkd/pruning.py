@@ -12,11 +12,23 @@ the embedding tables alone. Ties in magnitude are broken by position: among
 equal magnitudes the weight that comes first (tensors in ``state_dict``
 order, elements in row-major order) is pruned first, so masks are
 deterministic.
+
+The mask's checkpoint contract lives here too: a pruned checkpoint (``seqkd-prune``'s output, and every
+checkpoint of a ``--task seqkd_translation`` run that holds a mask) keeps its masks, packed as bits, in
+``extra_state[TASK_STATE_KEY]["prune_masks"]``, which is where fairseq keeps the task's checkpoint dict
+(``get_checkpoint_dict``/``set_checkpoint_dict``, keyed by the task's class name). The task holds exactly
+the mask it finds there; a model that merely has exact zeros is never frozen.
 """
 
-from typing import Dict, Iterable, Tuple
+import logging
+import os
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
+
+from fairseq_seqkd.errors import SeqKDError
+
+logger = logging.getLogger(__name__)
 
 SCHEMES = ("class-blind", "class-uniform")
 SCOPES = ("all", "no-embeddings")
@@ -37,7 +49,7 @@ def group_of(name: str) -> str:
 def prunable(state: Dict[str, torch.Tensor], scope: str = "all") -> Dict[str, torch.Tensor]:
     """The tensors pruning applies to, in ``state`` order."""
     if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
+        raise SeqKDError(f"scope must be one of {SCOPES}, not {scope!r}")
     return {name: t for name, t in state.items()
             if torch.is_floating_point(t) and t.dim() >= 2
             and not (scope == "no-embeddings" and "embed_tokens" in name)}
@@ -62,9 +74,9 @@ def magnitude_masks(state: Dict[str, torch.Tensor], ratio: float, scheme: str = 
                     scope: str = "all") -> Dict[str, torch.Tensor]:
     """{tensor name: bool mask (True = kept)} pruning ``ratio`` of the prunable weights."""
     if not 0 <= ratio < 1:
-        raise ValueError(f"ratio must be in [0, 1), not {ratio}")
+        raise SeqKDError(f"prune ratio {ratio}: must be in [0, 1)")
     if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, not {scheme!r}")
+        raise SeqKDError(f"scheme must be one of {SCHEMES}, not {scheme!r}")
     tensors = prunable(state, scope)
     if scheme == "class-uniform":
         return {name: _prune_smallest(t.detach().abs().flatten().float(), round(ratio * t.numel())).view_as(t)
@@ -96,6 +108,7 @@ def pack(mask: torch.Tensor) -> Dict[str, object]:
 
 
 def unpack(packed: Dict[str, object]) -> torch.Tensor:
+    """Inverse of :func:`pack`."""
     bits = packed["bits"].unsqueeze(1).bitwise_and(torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8))
     shape = packed["shape"]
     n = 1
@@ -141,3 +154,118 @@ def from_sparse(sparse: Dict[str, object]) -> Dict[str, torch.Tensor]:
         else:
             out[name] = t
     return out
+
+
+# -- the mask's checkpoint contract ------------------------------------------------------------------------
+
+#: where a checkpoint keeps its masks: ``extra_state[TASK_STATE_KEY]``. fairseq saves and restores a task's
+#: checkpoint dict under the task's class name, so this must stay the name of SeqKDTranslationTask.
+TASK_STATE_KEY = "SeqKDTranslationTask"
+
+
+def task_state(masks: Dict[str, torch.Tensor], how: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    """The task's checkpoint dict that carries ``masks`` (and, optionally, how they were made)."""
+    entry = {"prune_masks": {name: pack(mask) for name, mask in masks.items()}}
+    if how:
+        entry["prune"] = how
+    return entry
+
+
+def masks_of_task_state(entry) -> Optional[Dict[str, torch.Tensor]]:
+    """The masks of a task's checkpoint dict (None when it holds none)."""
+    packed = (entry or {}).get("prune_masks")
+    return {name: unpack(p) for name, p in packed.items()} if packed else None
+
+
+def masks_of_checkpoint(state) -> Optional[Dict[str, torch.Tensor]]:
+    """The masks a checkpoint's state carries (None when it is not pruned)."""
+    return masks_of_task_state((state.get("extra_state") or {}).get(TASK_STATE_KEY))
+
+
+def read_masks(path) -> Optional[Dict[str, torch.Tensor]]:
+    """The masks of the checkpoint file ``path`` (None when it is not pruned), without reading its weights
+    when torch can map the file."""
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True)
+    except RuntimeError:  # a checkpoint in torch's legacy format cannot be mapped
+        state = torch.load(path, map_location="cpu")
+    except FileNotFoundError:
+        raise SeqKDError(f"{path}: no such file") from None
+    return masks_of_checkpoint(state)
+
+
+def check_masks(masks: Dict[str, torch.Tensor], params: Dict[str, torch.Tensor], where):
+    """SeqKDError unless every mask has a weight of its name and shape in ``params``."""
+    for name, mask in masks.items():
+        if name not in params:
+            raise SeqKDError(f"{where}: a pruning mask for {name}, which the model does not have")
+        if tuple(mask.shape) != tuple(params[name].shape):
+            raise SeqKDError(f"{where}: the pruning mask of {name} has shape {tuple(mask.shape)}, the weight "
+                             f"{tuple(params[name].shape)}")
+
+
+# -- seqkd-prune ---------------------------------------------------------------------------------------------
+
+SPARSE_FORMAT = "seqkd-sparse-v1"
+
+
+def report_lines(state):
+    """Parameters and non-zero parameters per tensor group, as a small table."""
+    rows = stats(state)
+    lines = [f"{'group':18s} {'parameters':>12s} {'non-zero':>12s} {'pruned':>7s}"]
+    for group, (total, nonzero) in rows.items():
+        pruned = 100 * (1 - nonzero / total) if total else 0.0
+        lines.append(f"{group:18s} {total:12,d} {nonzero:12,d} {pruned:6.1f}%")
+    return lines
+
+
+def _check_output(inp, out):
+    if os.path.exists(out) and os.path.samefile(inp, out) or os.path.abspath(inp) == os.path.abspath(out):
+        raise SeqKDError(f"{out}: the output must not be the input")
+
+
+def prune_checkpoint(inp, out, ratio, scheme="class-blind", scope="all", export_sparse=None):
+    """Prune the checkpoint ``inp`` into ``out``, which carries its masks (see above); optionally also write
+    the kept weights as (indices, values) to ``export_sparse``. Returns the pruned state."""
+    from fairseq_seqkd.checkpoints import load_checkpoint_state, save_checkpoint
+
+    if not 0 <= ratio < 1:
+        raise SeqKDError(f"--ratio {ratio}: must be in [0, 1)")
+    state = load_checkpoint_state(inp)
+    _check_output(inp, out)
+    masks = magnitude_masks(state["model"], ratio, scheme, scope)
+    apply_masks(state["model"].items(), masks)
+    state["extra_state"] = state.get("extra_state") or {}
+    state["extra_state"][TASK_STATE_KEY] = task_state(masks, {"ratio": ratio, "scheme": scheme, "scope": scope})
+    save_checkpoint(state, out)
+    logger.info("pruned %s -> %s: ratio %s, %s, scope %s", inp, out, ratio, scheme, scope)
+    for line in report_lines(state["model"]):
+        logger.info("%s", line)
+    if export_sparse:
+        sparse = {"format": SPARSE_FORMAT, "model": to_sparse(state["model"], masks),
+                  "checkpoint": {k: v for k, v in state.items() if k not in ("model", "last_optimizer_state")}}
+        save_checkpoint(sparse, export_sparse)
+        logger.info("sparse export %s: %.1f MB (dense checkpoint without optimizer state: %.1f MB)",
+                    export_sparse, os.path.getsize(export_sparse) / 2**20,
+                    sum(t.numel() * t.element_size() for t in state["model"].values()) / 2**20)
+    return state
+
+
+def densify(sparse_path, out):
+    """A sparse export (``--export-sparse``) back to an ordinary checkpoint, bit for bit."""
+    from fairseq_seqkd.checkpoints import save_checkpoint
+
+    _check_output(sparse_path, out)
+    try:
+        sparse = torch.load(sparse_path, map_location="cpu")
+    except FileNotFoundError:
+        raise SeqKDError(f"{sparse_path}: no such file") from None
+    except Exception as e:
+        raise SeqKDError(f"{sparse_path}: not a sparse export ({type(e).__name__})") from None
+    if not isinstance(sparse, dict) or sparse.get("format") != SPARSE_FORMAT:
+        raise SeqKDError(f"{sparse_path}: not a sparse export written by seqkd-prune --export-sparse")
+    state = sparse["checkpoint"]
+    state["model"] = from_sparse(sparse["model"])
+    save_checkpoint(state, out)
+    logger.info("wrote %s (dense) from %s", out, sparse_path)
+    return state

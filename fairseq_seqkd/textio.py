@@ -9,9 +9,14 @@ import contextlib
 import os
 import tempfile
 
+from fairseq_seqkd.errors import SeqKDError
+
 
 def fail(message):
-    """Stop with a one-line error (exit status 1)."""
+    """Stop a console script with a one-line error (exit status 1).
+
+    For scripts only (seqkd-report still uses it): library code raises :class:`SeqKDError` instead.
+    """
     raise SystemExit(f"error: {message}")
 
 
@@ -39,16 +44,22 @@ def utf8_lines(raw):
 
 
 def read_lines(path):
-    """Return the lines of a UTF-8 file without their newlines; SystemExit names the bad line."""
+    """Return the lines of a UTF-8 file without their newlines; SeqKDError names the file (and bad line)."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
-        fail(f"{path}: {e.strerror}")
+        raise SeqKDError(f"{path}: {e.strerror}") from None
     try:
         return utf8_lines(raw)
     except NotUTF8 as e:
-        fail(f"{path}:{e.line}: {e}")
+        raise SeqKDError(f"{path}:{e.line}: {e}") from None
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -57,6 +68,7 @@ def atomic_open(path, mode="w", encoding="utf-8"):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private (0600); the output gets the usual mode
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f

@@ -1,4 +1,5 @@
-"""Session fixtures: one toy corpus, binarized once, and one tiny model trained on it."""
+"""Session fixtures: one toy corpus, binarized once, and tiny models trained on it (a 1x32 Luong LSTM and a
+1-layer Transformer); the same corpus in SentencePiece subwords and a model trained on that."""
 
 import os
 
@@ -37,3 +38,32 @@ def other_vocab_data(tmp_path_factory):
             path = folder / name
             path.write_text(path.read_text().replace("t", "u"))
     return toydata.preprocess(str(folder), str(tmp_path_factory.mktemp("other_bin")))
+
+
+@pytest.fixture(scope="session")
+def transformer_model(toy_data, tmp_path_factory):
+    """Path of a tiny fairseq `transformer` (1 layer, 32 units) trained briefly on the toy data: the kind of
+    teacher (and student) most fairseq users have."""
+    save_dir = str(tmp_path_factory.mktemp("transformer_model"))
+    return toydata.train(toy_data, save_dir, toydata.TINY_TRANSFORMER_ARGS, max_epoch=4)
+
+
+@pytest.fixture(scope="session")
+def spm_corpus(toy_text, tmp_path_factory):
+    """The toy corpus prepared by seqkd-prepare's library: real SentencePiece models that split the toy words
+    ("s12" -> "▁s 12"), raw text references and fairseq binary data (``bin``)."""
+    from fairseq_seqkd.prepare import PrepareOptions, prepare
+
+    out = tmp_path_factory.mktemp("spm_corpus")
+    files = {f"{split}_{side}": os.path.join(toy_text, f"{split}.{side}") for split in ("train", "valid", "test")
+             for side in ("src", "tgt")}
+    prepare(PrepareOptions(src_file=files["train_src"], tgt_file=files["train_tgt"], src_lang="src", tgt_lang="tgt",
+                           out=str(out), valid_src=files["valid_src"], valid_tgt=files["valid_tgt"],
+                           test_src=files["test_src"], test_tgt=files["test_tgt"], vocab_size=16))
+    return out
+
+
+@pytest.fixture(scope="session")
+def spm_model(spm_corpus, tmp_path_factory):
+    """Path of a 1x32 Luong LSTM trained a few epochs on the SentencePiece toy data."""
+    return toydata.train(str(spm_corpus / "bin"), str(tmp_path_factory.mktemp("spm_model")), max_epoch=5)

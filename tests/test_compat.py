@@ -57,7 +57,7 @@ def test_fairseq_generate_loads_checkpoint_without_env_var(toy_model, toy_data, 
     user_dir = python("import runpy; runpy.run_module('fairseq_seqkd', run_name='__main__')", check=True).stdout.strip()
     assert os.path.samefile(user_dir, toydata.USER_DIR)
     proc = toydata.run_cli(["fairseq-generate", toy_data, "--user-dir", user_dir, "--path", toy_model,
-                            "--task", "seqkd_translation", "--beam", "2", "--batch-size", "50"],
-                           cwd=str(tmp_path))
+                            "--task", "seqkd_translation", "--beam", "2", "--batch-size", "50", "--num-workers", "0"],
+                           cwd=str(tmp_path))  # data loader workers would leave a pymp-* folder in TMPDIR
     assert "Generate test with beam=2" in proc.stderr + proc.stdout
     assert len(toydata.hypotheses(proc.stdout)) == 100

@@ -115,7 +115,7 @@ def test_unknown_words_same_as_fairseq_generate(beam, unk_data, exported, toy_mo
     text, data = unk_data
     sources = lines(os.path.join(text, "test.src"))
     translator = Translator.load(str(exported / "fp32"), beam=beam, max_len_b=12)
-    assert sum(translator.source_vocab.unk in translator.source_ids(s) for s in sources) >= 20
+    assert sum(translator.source_vocab.unk in translator.source_ids(s) for s in sources) >= 10  # every third: s99
     best = fairseq_best(data, toy_model, ["--beam", str(beam), "--max-len-b", "12"])
     assert_same_as_fairseq(translator, sources, best)
 

@@ -1,4 +1,5 @@
-"""seqkd-distill and K-best writing: order, equality with fairseq-generate, shards, resume, Seq-Inter."""
+"""Seq-KD (fairseq_seqkd.distill, seqkd-distill) and K-best writing: order, equality with fairseq-generate,
+shards, resume, Seq-Inter, errors."""
 
 import filecmp
 import os
@@ -7,13 +8,18 @@ import pytest
 import sacrebleu
 
 import toydata
-from fairseq_seqkd.cli.distill import distill, get_parser
+from fairseq_seqkd.distill import DistillOptions, distill
+from fairseq_seqkd.errors import SeqKDError
 from fairseq_seqkd.kbest import read_kbest
 
 
-def run(data, model, prefix, *extra):
-    return distill(get_parser().parse_args([data, "--path", model, "--out-prefix", str(prefix), "--cpu",
-                                            "--batch-size", "40", *extra]))
+def run(data, model, prefix, **options):
+    return distill(DistillOptions(data=data, path=model, out_prefix=str(prefix), cpu=True,
+                                  **{"batch_size": 40, **options}))
+
+
+def merge(prefix, num_shards):
+    return distill(DistillOptions(out_prefix=str(prefix), merge=True, num_shards=num_shards))
 
 
 def lines(path):
@@ -24,7 +30,7 @@ def lines(path):
 @pytest.fixture(scope="module")
 def plain(toy_data, toy_model, tmp_path_factory):
     prefix = tmp_path_factory.mktemp("plain") / "train.kd"
-    run(toy_data, toy_model, prefix, "--beam", "5")
+    run(toy_data, toy_model, prefix, beam=5)
     return prefix
 
 
@@ -43,33 +49,39 @@ def test_top1_equals_fairseq_generate(plain, toy_data, toy_model):
 def test_shards_merged_equal_unsharded(plain, toy_data, toy_model, tmp_path):
     prefix = tmp_path / "train.kd"
     for shard in (2, 0, 1):
-        assert run(toy_data, toy_model, prefix, "--beam", "5", "--num-shards", "3", "--shard-id", str(shard)) is None
+        assert run(toy_data, toy_model, prefix, beam=5, num_shards=3, shard_id=shard) is None
     assert sorted(os.listdir(tmp_path)) == [f"train.kd.shard-{i}-of-3.jsonl" for i in range(3)]
-    distill(get_parser().parse_args(["--merge", "--out-prefix", str(prefix), "--num-shards", "3"]))
+    merge(prefix, 3)
     for ext in ("src", "tgt"):
         assert filecmp.cmp(f"{prefix}.{ext}", f"{plain}.{ext}", shallow=False)
 
 
-def test_merge_refuses_unfinished_shards(toy_data, toy_model, tmp_path):
+def test_merge_refuses_missing_and_unfinished_shards(toy_data, toy_model, tmp_path):
     prefix = tmp_path / "train.kd"
-    run(toy_data, toy_model, prefix, "--num-shards", "2", "--shard-id", "0")
-    with pytest.raises(SystemExit, match="shard-1-of-2.jsonl: missing"):
-        distill(get_parser().parse_args(["--merge", "--out-prefix", str(prefix), "--num-shards", "2"]))
-    assert not os.path.exists(f"{prefix}.tgt")
+    run(toy_data, toy_model, prefix, num_shards=2, shard_id=0)
+    with pytest.raises(SeqKDError, match="shard-1-of-2.jsonl: missing"):
+        merge(prefix, 2)
+    run(toy_data, toy_model, prefix, num_shards=2, shard_id=1, stop_after_batches=2)  # stopped half-way
+    with pytest.raises(SeqKDError, match=r"shard-1-of-2.jsonl: shard 1 is not finished; run it \(again\) with --resume"):
+        merge(prefix, 2)
+    assert sorted(os.listdir(tmp_path)) == ["train.kd.shard-0-of-2.jsonl", "train.kd.shard-1-of-2.jsonl"]
+    run(toy_data, toy_model, prefix, num_shards=2, shard_id=1, resume=True)
+    assert merge(prefix, 2)["sentences"] == 1500
+    assert sorted(os.listdir(tmp_path)) == ["train.kd.src", "train.kd.tgt"]
 
 
 def test_resume_after_a_kill_equals_uninterrupted(plain, toy_data, toy_model, tmp_path):
     prefix = tmp_path / "train.kd"
-    run(toy_data, toy_model, prefix, "--beam", "5", "--stop-after-batches", "11")
+    run(toy_data, toy_model, prefix, beam=5, stop_after_batches=11)
     state = tmp_path / "train.kd.shard-0-of-1.jsonl"
     assert not os.path.exists(f"{prefix}.tgt") and len(lines(state)) == 1 + 11
     with open(state, "a") as f:  # killed in the middle of writing the next batch
         f.write('{"batch": 3, "sentences": [{"id": 7, "src": "s1')
-    with pytest.raises(SystemExit, match="exists .* add --resume"):
-        run(toy_data, toy_model, prefix, "--beam", "5")
-    with pytest.raises(SystemExit, match=r"started with other options \(beam\)"):
-        run(toy_data, toy_model, prefix, "--beam", "4", "--resume")
-    run(toy_data, toy_model, prefix, "--beam", "5", "--resume")
+    with pytest.raises(SeqKDError, match="exists .* add --resume"):
+        run(toy_data, toy_model, prefix, beam=5)
+    with pytest.raises(SeqKDError, match=r"started with other options \(beam\)"):
+        run(toy_data, toy_model, prefix, beam=4, resume=True)
+    run(toy_data, toy_model, prefix, beam=5, resume=True)
     for ext in ("src", "tgt"):
         assert filecmp.cmp(f"{prefix}.{ext}", f"{plain}.{ext}", shallow=False)
     assert not state.exists()
@@ -77,8 +89,8 @@ def test_resume_after_a_kill_equals_uninterrupted(plain, toy_data, toy_model, tm
 
 def test_seq_inter_keeps_the_best_bleu_of_the_kbest_list(plain, toy_data, toy_model, toy_text, tmp_path):
     prefix = tmp_path / "train.inter"
-    config = run(toy_data, toy_model, prefix, "--beam", "6", "--nbest", "6", "--select", "seq-inter",
-                 "--remove-bpe", "none", "--write-kbest", "--binarize", str(tmp_path / "bin"))
+    config = run(toy_data, toy_model, prefix, beam=6, nbest=6, select="seq-inter", remove_bpe="none",
+                 write_kbest=True, binarize=str(tmp_path / "bin"))
     table = read_kbest(f"{prefix}.kbest")
     refs = lines(os.path.join(toy_text, "train.tgt"))
     chosen = lines(f"{prefix}.tgt")
@@ -118,16 +130,18 @@ def test_fairseq_generate_kbest_out(toy_data, toy_model, tmp_path):
 
 def test_bad_inputs(toy_data, toy_model, tmp_path):
     cases = [
-        ([str(tmp_path / "nope"), "--path", toy_model], ".*nope: no such data folder"),
-        ([toy_data, "--path", str(tmp_path / "t.pt")], "teacher .*t.pt: no such file"),
-        ([toy_data, "--path", toy_model, "--nbest", "6"], r"--nbest 6 is larger than --beam 5"),
-        ([toy_data, "--path", toy_model, "--select", "seq-inter"], "--select seq-inter needs --nbest K"),
-        ([toy_data, "--path", toy_model, "--shard-id", "2", "--num-shards", "2"], r"--shard-id 2"),
-        ([toy_data, "--path", toy_model, "--subset", "dev"], "cannot load subset 'dev'"),
+        (dict(data=str(tmp_path / "nope"), path=toy_model), ".*nope: no such data folder"),
+        (dict(data=toy_data, path=str(tmp_path / "t.pt")), "teacher .*t.pt: no such file"),
+        (dict(data=toy_data, path=toy_model, nbest=6), r"--nbest 6 is larger than --beam 5"),
+        (dict(data=toy_data, path=toy_model, select="seq-inter"), "--select seq-inter needs --nbest K"),
+        (dict(data=toy_data, path=toy_model, shard_id=2, num_shards=2), r"--shard-id 2"),
+        (dict(data=toy_data, path=toy_model, subset="dev"), "cannot load subset 'dev'"),
+        (dict(data=toy_data, path=None), "DATA and --path TEACHER.pt are required"),
+        (dict(data=toy_data, path=toy_model, beam=0), "--beam 0: must be at least 1"),
     ]
-    for argv, message in cases:
-        with pytest.raises(SystemExit, match="^error: (.* )?" + message):
-            distill(get_parser().parse_args([*argv, "--out-prefix", str(tmp_path / "o"), "--cpu"]))
+    for options, message in cases:
+        with pytest.raises(SeqKDError, match="^(.* )?" + message):
+            distill(DistillOptions(out_prefix=str(tmp_path / "o"), cpu=True, **options))
     assert os.listdir(tmp_path) == []
 
 
@@ -152,7 +166,7 @@ def test_two_processes_at_once_merge_to_the_unsharded_output(plain, toy_data, to
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert all("when all 2 shards are done" in out for out in outputs)
-    distill(get_parser().parse_args(["--merge", "--out-prefix", prefix, "--num-shards", "2"]))
+    merge(prefix, 2)
     for ext in ("src", "tgt"):
         assert filecmp.cmp(f"{prefix}.{ext}", f"{plain}.{ext}", shallow=False)
 
@@ -172,12 +186,12 @@ def test_long_references_are_kept_and_too_long_sources_named(toy_data, toy_model
             "--srcdict", os.path.join(toy_data, "dict.src.txt"), "--tgtdict", os.path.join(toy_data, "dict.tgt.txt")])
         prefix = tmp_path / name / "train.kd"
         if name == "longref":
-            run(data, toy_model, prefix, "--beam", "2")
+            run(data, toy_model, prefix, beam=2)
             assert lines(f"{prefix}.src") == [p[0] for p in pairs]
         else:
-            with pytest.raises(SystemExit, match="sentence 2 of train has 1101 source tokens \\(with </s>\\), more than the "
+            with pytest.raises(SeqKDError, match="sentence 2 of train has 1101 source tokens \\(with </s>\\), more than the "
                                                  "teacher's 1024 positions"):
-                run(data, toy_model, prefix, "--beam", "2")
+                run(data, toy_model, prefix, beam=2)
             assert not os.path.exists(prefix.parent)
 
 
@@ -188,6 +202,53 @@ def test_seq_inter_without_references_is_a_one_line_error(toy_data, tmp_path):
         if not name.startswith("train.src-tgt.tgt"):  # the training split without its target side
             (data / name).write_bytes(open(os.path.join(toy_data, name), "rb").read())
     prefix = tmp_path / "out" / "train.inter"
-    with pytest.raises(SystemExit, match="subset 'train' has no target side: --select seq-inter needs the references"):
-        run(str(data), "unused.pt", prefix, "--beam", "2", "--nbest", "2", "--select", "seq-inter")
+    with pytest.raises(SeqKDError, match="subset 'train' has no target side: --select seq-inter needs the references"):
+        run(str(data), "unused.pt", prefix, beam=2, nbest=2, select="seq-inter")
     assert not os.path.exists(prefix.parent)
+
+
+def test_references_with_unknown_words_are_escaped_as_fairseq_generate_does(toy_data, toy_model, tmp_path):
+    """fairseq-generate writes an unknown reference word as <<unk>> (so that a hypothesis' <unk> never
+    matches it); the K-best references and the Seq-Inter choice use the same reference."""
+    text = tmp_path / "text"
+    text.mkdir()
+    pairs = toydata.toy_pairs(60, seed=9)
+    pairs = [(s, t.replace("t1", "t1 zzz", 1) if i % 3 == 0 else t) for i, (s, t) in enumerate(pairs)]
+    for side, lang in ((0, "src"), (1, "tgt")):
+        (text / f"train.{lang}").write_text("".join(p[side] + "\n" for p in pairs))
+    data = toydata.preprocess(str(text), str(tmp_path / "bin"), splits=("train",), extra=[
+        "--srcdict", os.path.join(toy_data, "dict.src.txt"), "--tgtdict", os.path.join(toy_data, "dict.tgt.txt")])
+    prefix = tmp_path / "out" / "train.inter"
+    run(data, toy_model, prefix, beam=4, nbest=4, select="seq-inter", remove_bpe="none", write_kbest=True)
+    table = read_kbest(f"{prefix}.kbest")
+    out = toydata.generate(data, toy_model, ["--beam", "4", "--nbest", "4"], subset="train")
+    refs = dict((int(tag[2:]), text) for tag, text in (line.split("\t", 1) for line in out.splitlines()
+                                                          if line.startswith("T-")))
+    assert [table[i].reference for i in range(60)] == [refs[i] for i in range(60)]
+    assert sum("<<unk>>" in refs[i] for i in range(60)) >= 10
+    chosen = lines(f"{prefix}.tgt")
+    for i in range(60):
+        scores = [sacrebleu.sentence_bleu(h, [refs[i]]).score for _, h in table[i].hyps]
+        assert chosen[i] == table[i].hyps[scores.index(max(scores))][1]
+
+
+def test_seq_inter_with_sentencepiece_subwords(spm_corpus, spm_model, tmp_path):
+    """Sentence BLEU on the words (SentencePiece pieces joined, as fairseq's --post-process sentencepiece);
+    the written corpus keeps the pieces."""
+    from fairseq.data.data_utils import post_process
+
+    prefix = tmp_path / "valid.inter"
+    run(str(spm_corpus / "bin"), spm_model, prefix, subset="valid", beam=4, nbest=4, select="seq-inter",
+        remove_bpe="sentencepiece", write_kbest=True)
+    table, chosen = read_kbest(f"{prefix}.kbest"), lines(f"{prefix}.tgt")
+    assert lines(f"{prefix}.src") == lines(spm_corpus / "tok" / "valid.src")
+    assert [table[i].reference for i in range(100)] == lines(spm_corpus / "tok" / "valid.tgt")
+    assert sum("\u2581" in h and len(h.split()) > len(post_process(h, "sentencepiece").split())
+               for i in range(100) for _, h in table[i].hyps) > 100  # pieces: words split into several
+    changed = 0
+    for i in range(100):
+        ref = post_process(table[i].reference, "sentencepiece")
+        scores = [sacrebleu.sentence_bleu(post_process(h, "sentencepiece"), [ref]).score for _, h in table[i].hyps]
+        assert chosen[i] == table[i].hyps[scores.index(max(scores))][1]
+        changed += chosen[i] != table[i].hyps[0][1]
+    assert changed > 0

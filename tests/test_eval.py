@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 import toydata
-from fairseq_seqkd.cli.eval import evaluate, get_parser
+from fairseq_seqkd.cli.eval import main as eval_main
+from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.evaluation import EvalOptions, SpeedOptions, evaluate
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +22,10 @@ def result(toy_data, toy_model, toy_text, tmp_path_factory):
     extra = folder / "ref2.tgt"
     with open(os.path.join(toy_text, "test.tgt")) as f:
         extra.write_text("".join(line.replace("t1 ", "t2 ") for line in f))
-    args = get_parser().parse_args([toy_data, "--path", toy_model, "--json", str(folder / "model.json"),
-                                    "--remove-bpe", "none", "--extra-refs", str(extra), "--cpu",
-                                    "--hyps-out", str(folder / "hyps"), "--speed-sentences", "10"])
-    return evaluate(args), folder, str(extra)
+    result = eval_main([toy_data, "--path", toy_model, "--json", str(folder / "model.json"), "--remove-bpe", "none",
+                        "--extra-refs", str(extra), "--cpu", "--hyps-out", str(folder / "hyps"), "--speed-sentences",
+                        "10", "--speed-min-seconds", "0.2"])
+    return result, folder, str(extra)
 
 
 def generate_bleu(toy_data, toy_model, beam, extra_refs=()):
@@ -47,15 +49,15 @@ def test_bleu_equals_sacrebleu_on_fairseq_generate_output(result, toy_data, toy_
     assert r["bleu_beam_multiref"] == generate_bleu(toy_data, toy_model, 5, [second])
     assert r["bleu_signature"].startswith("nrefs:1|") and r["bleu_signature_multiref"].startswith("nrefs:2|")
     with open(folder / "model.json") as f:
-        assert json.load(f) == pytest.approx(r)
+        assert json.load(f) == r  # exactly: JSON keeps every float
 
 
 def test_p_yhat_equals_independent_scoring_of_the_greedy_output(result, toy_data, toy_model):
-    from fairseq_seqkd.tasks.seqkd_translation import setup_data_task
-    from fairseq_seqkd.teacher import load_model
+    from fairseq_seqkd.checkpoints import load_model
+    from fairseq_seqkd.generation import load_split
 
     r, folder, _ = result
-    task = setup_data_task(toy_data, "test")
+    task = load_split(toy_data, "test")
     model = load_model(toy_model, task)
     ds = task.dataset("test")
     with open(f"{folder}/hyps.greedy") as f:
@@ -89,6 +91,12 @@ def test_counts_and_speed_keys(result, toy_model):
     for key in ("src_words_per_sec_greedy", "src_words_per_sec_beam", "src_words_per_sec_greedy_batched"):
         assert r[key] > 0
     assert r["speed_sentences"] == 10 and r["threads"] >= 1 and r["device"].startswith("cpu")
+    assert r["name"] == "model" and r["threads"] == 1 and r["speed_repeats"] == 3 and r["speed_warmup"] == 2
+    for key in ("greedy", "beam"):  # the median of the repeats, and their spread
+        runs = r[f"src_words_per_sec_{key}_runs"]
+        assert len(runs) == 3 and r[f"src_words_per_sec_{key}"] == sorted(runs)[1]
+        assert r[f"src_words_per_sec_{key}_spread"] == pytest.approx((max(runs) - min(runs)) / sorted(runs)[1])
+        assert r[f"speed_decoded_{key}"] >= 10  # at least --speed-sentences, more to last --speed-min-seconds
 
 
 def test_bad_reference_files(toy_data, toy_model, tmp_path):
@@ -96,8 +104,83 @@ def test_bad_reference_files(toy_data, toy_model, tmp_path):
     short.write_text("a\nb\n")
     for refs, message in (([str(tmp_path / "none.txt")], "none.txt: no such file"),
                           ([str(short)], r"short.txt: 2 lines, but subset 'test' has 100 sentences")):
-        with pytest.raises(SystemExit, match=message):
-            evaluate(get_parser().parse_args([toy_data, "--path", toy_model, "--json", str(tmp_path / "o.json"),
-                                              "--refs", *refs, "--cpu"]))
+        with pytest.raises(SeqKDError, match=message):
+            eval_main([toy_data, "--path", toy_model, "--json", str(tmp_path / "o.json"), "--refs", *refs, "--cpu"])
     assert not (tmp_path / "o.json").exists()
+    with pytest.raises(SeqKDError, match="--speed-repeats 0: must be at least 1"):
+        evaluate(EvalOptions(toy_data, toy_model, cpu=True, speed=SpeedOptions(repeats=0)))
 
+
+def test_sentencepiece_bleu_equals_sacrebleu_on_fairseq_generate_post_processed(spm_corpus, spm_model, tmp_path):
+    data = str(spm_corpus / "bin")
+    r = eval_main([data, "--path", spm_model, "--json", str(tmp_path / "spm.json"), "--cpu", "--beam", "3",
+                   "--speed-sentences", "5", "--speed-repeats", "1", "--speed-min-seconds", "0"])
+    out = toydata.generate(data, spm_model, ["--beam", "3", "--post-process", "sentencepiece"])
+    hyps, refs = toydata.hypotheses(out), {}
+    for line in out.splitlines():
+        if line.startswith("T-"):
+            tag, text = line.split("\t", 1)
+            refs[int(tag[2:])] = text
+    raw = (spm_corpus / "raw" / "test.tgt").read_text().splitlines()
+    assert [refs[i] for i in range(100)] == raw  # the references are words again
+    assert r["bleu_beam"] == sacrebleu.corpus_bleu([hyps[i] for i in range(100)], [raw]).score
+    with_refs = eval_main([data, "--path", spm_model, "--json", str(tmp_path / "refs.json"), "--cpu", "--beam", "3",
+                           "--refs", str(spm_corpus / "raw" / "test.tgt"), "--speed-sentences", "5",
+                           "--speed-repeats", "1", "--speed-min-seconds", "0"])
+    assert with_refs["bleu_beam"] == r["bleu_beam"] and with_refs["bleu_greedy"] == r["bleu_greedy"]
+
+class FakeDataset:
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return i
+
+    def collater(self, items):
+        return items
+
+
+class FakeGenerator:
+    """Takes 10 ms of simulated time per sentence; records the thread count it ran with."""
+
+    def __init__(self):
+        self.calls, self.threads, self.seconds = [], set(), 0.0
+
+    def generate(self, sample):
+        self.calls.append(sample[0])
+        self.threads.add(torch.get_num_threads())
+        self.seconds += 0.01
+
+
+def test_speed_warmup_minimum_repeats_median_and_threads():
+    from fairseq_seqkd.evaluation import measure_speed
+
+    words = [1, 2, 3, 4, 5, 6]
+    before = torch.get_num_threads()
+    gens = {"greedy": FakeGenerator(), "beam": FakeGenerator()}
+    speeds, n = measure_speed(gens, FakeDataset(6), words, False,
+                              SpeedOptions(sentences=4, repeats=3, warmup=2, min_seconds=0.0, threads=1))
+    assert n == 4 and gens["greedy"].calls == [0, 1] + [0, 1, 2, 3] * 3  # warm-up, then 3 x the first 4
+    assert speeds["greedy"]["median"] == pytest.approx(10 / 0.04) and speeds["greedy"]["spread"] == 0
+    assert gens["beam"].threads == {1} and torch.get_num_threads() == before  # restored afterwards
+    gens = {"greedy": FakeGenerator()}
+    speeds, n = measure_speed(gens, FakeDataset(6), words, False,
+                              SpeedOptions(sentences=4, repeats=1, warmup=0, min_seconds=0.095))
+    assert gens["greedy"].calls == [0, 1, 2, 3] * 2 + [0, 1]  # decoded again until 0.095 s had passed
+    assert speeds["greedy"]["decoded"] == 10 and speeds["greedy"]["median"] == pytest.approx(23 / 0.1)
+    speeds, n = measure_speed({"greedy": FakeGenerator()}, FakeDataset(3), words, False,
+                              SpeedOptions(sentences=0, repeats=1, warmup=0, min_seconds=0))
+    assert n == 3 and speeds["greedy"]["decoded"] == 3  # 0: every sentence of the subset once
+
+
+def test_generator_uses_lenpen_and_max_len(toy_data, toy_model):
+    """Evaluation and distillation decode through the same Generator, with fairseq-generate's options."""
+    from fairseq_seqkd import generation
+
+    task = generation.load_split(toy_data, "test")
+    model, _ = generation.load_for_generation(toy_model, task, cpu=True)
+    gen = generation.Generator(task, model, beam=3, nbest=2, max_len_a=1.5, max_len_b=7, lenpen=0.25).generator
+    assert (gen.beam_size, gen.len_penalty, gen.max_len_a, gen.max_len_b) == (3, 0.25, 1.5, 7)

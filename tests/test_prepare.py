@@ -1,11 +1,13 @@
-"""seqkd-prepare: split, SentencePiece, binarize; the Bible text cleaning."""
+"""seqkd-prepare (fairseq_seqkd.prepare): split, SentencePiece, binarize; the Bible text cleaning."""
 
 import os
 
 import pytest
 
 import toydata
-from fairseq_seqkd.cli.prepare import get_parser, prepare
+from fairseq_seqkd.cli.prepare import get_parser
+from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.prepare import PrepareOptions, prepare
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +29,16 @@ def corpus(tmp_path_factory):
 
 
 def args_for(corpus, out, *extra):
-    return get_parser().parse_args([
+    return options_of([
         "--src-file", corpus["src"], "--tgt-file", corpus["tgt"], "--src-lang", "xx", "--tgt-lang", "yy",
         "--extra-ref", corpus["ref"], "--ids", corpus["ids"], "--out", str(out),
         "--valid-size", "20", "--test-size", "30", "--vocab-size", "40", "--workers", "1", *extra,
     ])
+
+
+def options_of(argv):
+    """The library's options from seqkd-prepare's command line."""
+    return PrepareOptions(**vars(get_parser().parse_args(argv)))
 
 
 def lines(path):
@@ -90,7 +97,7 @@ def test_other_seed_other_split(prepared, corpus, tmp_path):
 
 
 def test_changed_options_refuse_to_overwrite(prepared, corpus):
-    with pytest.raises(SystemExit, match=r"prepared with other options \(vocab_size\)"):
+    with pytest.raises(SeqKDError, match=r"prepared with other options \(vocab_size\)"):
         prepare(args_for(corpus, prepared, "--vocab-size", "50"))
 
 
@@ -101,10 +108,6 @@ def test_max_words_and_train_size(corpus, tmp_path):
     short = {ids[i] for i in range(len(src)) if len(src[i].split()) <= 6}
     for split in ("train", "valid", "test"):
         assert set(lines(tmp_path / "raw" / f"{split}.ids")) <= short
-
-
-def run_prepare(*argv):
-    return toydata.run_cli(["seqkd-prepare", *argv], check=False)
 
 
 def test_bad_inputs_one_line_error_and_nothing_written(corpus, tmp_path):
@@ -125,9 +128,12 @@ def test_bad_inputs_one_line_error_and_nothing_written(corpus, tmp_path):
     ]
     for i, (files, message) in enumerate(cases):
         out = tmp_path / f"out{i}"
-        proc = run_prepare(*files, *base, "--out", str(out))
-        toydata.assert_one_line_error(proc, message)
+        with pytest.raises(SeqKDError, match=message):
+            prepare(options_of([*files, *base, "--out", str(out)]))
         assert not (out / "prepare.json").exists() and not (out / "bin").exists()
+    proc = toydata.run_cli(["seqkd-prepare", *cases[2][0], *base, "--out", str(tmp_path / "cli")], check=False)
+    toydata.assert_one_line_error(proc, "empty.yy:42: empty line")  # the script: the same error, one line
+    assert not (tmp_path / "cli" / "prepare.json").exists()
 
 
 def test_bible_cleaning_rules():

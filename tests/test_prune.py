@@ -1,4 +1,5 @@
-"""Magnitude pruning: exact masks, masks held fixed while training, sparse export, bad inputs."""
+"""Magnitude pruning: exact masks, the mask's checkpoint contract, masks held fixed while training, sparse
+export, bad inputs."""
 
 import os
 
@@ -7,7 +8,8 @@ import torch
 
 import toydata
 from fairseq_seqkd import pruning
-from fairseq_seqkd.cli.prune import get_parser, prune
+from fairseq_seqkd.cli.prune import main as prune_main
+from fairseq_seqkd.errors import SeqKDError
 
 
 def fake_state(seed=0):
@@ -62,7 +64,7 @@ def prunable_zeros(model_state):
 def pruned(toy_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("pruned")
     out, sparse = str(folder / "pruned.pt"), str(folder / "sparse.pt")
-    prune(get_parser().parse_args([toy_model, out, "--ratio", "0.8", "--export-sparse", sparse]))
+    pruning.prune_checkpoint(toy_model, out, 0.8, export_sparse=sparse)
     return out, sparse
 
 
@@ -79,6 +81,24 @@ def test_seqkd_prune_checkpoint(pruned, toy_model):
             assert torch.equal(t[~zeros[name]], original[name][~zeros[name]])  # kept weights unchanged
     packed = state["extra_state"]["SeqKDTranslationTask"]["prune_masks"]
     assert all(torch.equal(pruning.unpack(packed[name]), ~zeros[name]) for name in zeros)
+    masks = pruning.read_masks(out)
+    assert sorted(masks) == sorted(zeros) and all(torch.equal(masks[n], ~zeros[n]) for n in zeros)
+    assert pruning.read_masks(toy_model) is None  # an ordinary checkpoint carries no mask
+
+
+def test_the_mask_key_is_where_fairseq_keeps_the_tasks_checkpoint_dict():
+    from fairseq_seqkd.tasks.seqkd_translation import SeqKDTranslationTask
+
+    assert pruning.TASK_STATE_KEY == SeqKDTranslationTask.__name__  # fairseq keys it by the task's class name
+
+
+def test_masks_that_do_not_fit_the_model_are_refused():
+    params = {"a.weight": torch.zeros(3, 4)}
+    pruning.check_masks({"a.weight": torch.ones(3, 4, dtype=torch.bool)}, params, "x.pt")
+    with pytest.raises(SeqKDError, match=r"x.pt: the pruning mask of a.weight has shape \(4, 3\), the weight \(3, 4\)"):
+        pruning.check_masks({"a.weight": torch.ones(4, 3, dtype=torch.bool)}, params, "x.pt")
+    with pytest.raises(SeqKDError, match="x.pt: a pruning mask for b.weight, which the model does not have"):
+        pruning.check_masks({"b.weight": torch.ones(1, dtype=torch.bool)}, params, "x.pt")
 
 
 def test_generate_loads_the_pruned_checkpoint(pruned, toy_data):
@@ -89,14 +109,14 @@ def test_generate_loads_the_pruned_checkpoint(pruned, toy_data):
 def test_sparse_export_roundtrips_bit_for_bit(pruned, tmp_path):
     out, sparse = pruned
     dense = str(tmp_path / "dense.pt")
-    prune(get_parser().parse_args([sparse, dense, "--densify"]))
+    prune_main([sparse, dense, "--densify"])
     a, b = torch.load(out, weights_only=False)["model"], torch.load(dense, weights_only=False)["model"]
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
     weights_bytes = sum(t.numel() * t.element_size() for t in a.values())
     assert os.path.getsize(sparse) < 0.6 * weights_bytes + 20000  # 20% kept: values + int32 indices
 
 
-def held_zeros_after_training(toy_data, start, save_dir, *extra, epochs=3):
+def held_zeros_after_training(toy_data, start, save_dir, *extra, epochs=1):
     toydata.train(toy_data, save_dir, [*extra], max_epoch=epochs)
     return torch.load(os.path.join(save_dir, "checkpoint_last.pt"), weights_only=False)
 
@@ -123,10 +143,10 @@ def test_restore_with_old_optimizer_state_and_resume_keep_the_mask(pruned, toy_d
     save_dir = str(tmp_path / "restore")
     mask_zero, _ = prunable_zeros(torch.load(pruned[0], weights_only=False)["model"])
     state = held_zeros_after_training(toy_data, pruned[0], save_dir, "--restore-file", pruned[0],
-                                      "--reset-dataloader", epochs=14)
+                                      "--reset-dataloader", epochs=2)  # epochs 1-2: the data loader is reset
     assert all(torch.equal(prunable_zeros(state["model"])[0][n], mask_zero[n]) for n in mask_zero)
-    state = held_zeros_after_training(toy_data, None, save_dir, epochs=16)  # resumes checkpoint_last.pt
-    assert state["extra_state"]["train_iterator"]["epoch"] == 17
+    state = held_zeros_after_training(toy_data, None, save_dir, epochs=3)  # resumes checkpoint_last.pt
+    assert state["extra_state"]["train_iterator"]["epoch"] == 4  # epoch 3 ran, from the resumed checkpoint
     assert all(torch.equal(prunable_zeros(state["model"])[0][n], mask_zero[n]) for n in mask_zero)
 
 
@@ -139,7 +159,7 @@ def test_prune_ratio_option_prunes_when_training_starts(toy_model, toy_data, tmp
 
 
 def test_report_counts(pruned, capsys):
-    prune(get_parser().parse_args([pruned[0], "--report"]))
+    prune_main([pruned[0], "--report"])
     out = capsys.readouterr().out.splitlines()
     state = torch.load(pruned[0], weights_only=False)["model"]
     total = sum(t.numel() for t in state.values())
@@ -161,9 +181,45 @@ def test_bad_inputs(toy_model, tmp_path):
         ([toy_model, toy_model, "--ratio", "0.5"], "the output must not be the input"),
     ]
     for argv, message in cases:
-        with pytest.raises(SystemExit, match=message):
-            prune(get_parser().parse_args(argv))
+        with pytest.raises(SeqKDError, match=message):
+            prune_main(argv)
     assert sorted(os.listdir(tmp_path)) == ["x.pt"]
     proc = toydata.run_cli(["seqkd-prune", toy_model, out, "--ratio", "1.5"], check=False)
     toydata.assert_one_line_error(proc, "--ratio 1.5: must be in [0, 1)")
     assert sorted(os.listdir(tmp_path)) == ["x.pt"]
+
+
+def test_exact_zeros_that_are_not_in_the_mask_are_trained(pruned, toy_model, toy_data, tmp_path):
+    """The task holds the mask seqkd-prune wrote, nothing else: a checkpoint's other exact zeros (here 10% of
+    the kept weights, set to zero by hand) train like any weight; an ordinary model full of zeros is not
+    frozen either."""
+    state = torch.load(pruned[0], weights_only=False)
+    mask_zero, _ = prunable_zeros(state["model"])
+    extra = {}
+    for name, zero in mask_zero.items():
+        kept = (~zero).flatten().nonzero().flatten()
+        extra[name] = kept[::10]
+        state["model"][name].view(-1)[extra[name]] = 0
+    with_zeros = str(tmp_path / "more-zeros.pt")
+    torch.save(state, with_zeros)
+    after = held_zeros_after_training(toy_data, with_zeros, str(tmp_path / "a"), "--finetune-from-model", with_zeros,
+                                      epochs=1)
+    after_zero, _ = prunable_zeros(after["model"])
+    assert all(torch.equal(after_zero[n] & mask_zero[n], mask_zero[n]) for n in mask_zero)  # the mask holds
+    assert sum(int((~after_zero[n].view(-1)[extra[n]]).sum()) for n in extra) > 0.9 * sum(map(len, extra.values()))
+    packed = after["extra_state"]["SeqKDTranslationTask"]["prune_masks"]
+    assert all(torch.equal(pruning.unpack(packed[n]), ~mask_zero[n]) for n in mask_zero)
+    # the same zeros in a checkpoint without a mask: nothing is held
+    del state["extra_state"]["SeqKDTranslationTask"]
+    plain = str(tmp_path / "zeros.pt")
+    torch.save(state, plain)
+    after = held_zeros_after_training(toy_data, plain, str(tmp_path / "b"), "--finetune-from-model", plain, epochs=1)
+    zeros_after, _ = prunable_zeros(after["model"])
+    assert sum(int(z.sum()) for z in zeros_after.values()) < 0.05 * sum(int(z.sum()) for z in mask_zero.values())
+    assert "SeqKDTranslationTask" not in after["extra_state"]
+
+
+def test_bad_prune_ratio_under_fairseq_train_is_one_line_error(toy_data, tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: --prune-ratio 1.5: must be in \[0, 1\)$"):
+        toydata.train(toy_data, str(tmp_path / "x"), ["--prune-ratio", "1.5"], max_epoch=1)
+    assert not os.path.exists(tmp_path / "x" / "checkpoint_last.pt")

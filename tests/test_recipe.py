@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shlex
 import subprocess
 
@@ -74,12 +75,12 @@ def test_one_line_per_step_and_a_log_for_each(study):
     steps = lines[1:-1]
     assert len(steps) == len(names), proc.stdout  # nothing else: fairseq's logs are in the step logs
     assert lines[-1].endswith(f"all {len(names)} steps done")
-    for k, line in enumerate(steps, 1):
-        clock, done, rest = line.split(None, 2)
-        name, seconds, unit = rest.rsplit(None, 2)
-        assert done == f"[{k:>2}/{len(names)}]" or done == f"[{k}/{len(names)}]", line
-        assert name in names and unit == "s" and seconds.isdigit(), line
-    assert sorted(line.split(None, 2)[2].rsplit(None, 2)[0] for line in steps) == sorted(names)
+    done = []
+    for k, line in enumerate(steps, 1):  # "  m:ss  [ k/N]  name   S s"
+        m = re.fullmatch(r"\s*(\d+):(\d\d)\s+\[\s*(\d+)/(\d+)\]\s+(.+?)\s+(\d+) s", line)
+        assert m and (int(m[3]), int(m[4])) == (k, len(names)), line
+        done.append(m[5])
+    assert sorted(done) == sorted(names)
     logs = {p.name for p in (workdir / "seed-1" / "logs").iterdir()}
     assert {"train-teacher.log", "train-seq-kd+word-kd.log", "eval-pruned-90.log", "report.log"} <= logs
     with open(workdir / "seed-1" / "logs" / "train-teacher.log") as f:

@@ -1,6 +1,5 @@
 """The word_kd criterion: exact loss, frozen teacher, checkpoints, errors, training."""
 
-import argparse
 import logging
 import math
 import os
@@ -9,60 +8,11 @@ import re
 import pytest
 import torch
 from fairseq.criterions.cross_entropy import CrossEntropyCriterion
-from fairseq.models import ARCH_CONFIG_REGISTRY
 
 import toydata
 from fairseq_seqkd.criterions.word_kd import WordKDCriterion
-from fairseq_seqkd.tasks.seqkd_translation import SeqKDTranslationConfig, SeqKDTranslationTask
 from fairseq_seqkd.teacher import FrozenTeacher
-
-
-def load_task(data):
-    cfg = SeqKDTranslationConfig(data=data, dataset_impl=None, required_seq_len_multiple=1, train_subset="train")
-    return SeqKDTranslationTask.setup_task(cfg)
-
-
-def fresh_student(task, seed=3):
-    torch.manual_seed(seed)
-    args = argparse.Namespace(arch="luong_lstm_1x32", criterion="word_kd")
-    ARCH_CONFIG_REGISTRY["luong_lstm_1x32"](args)
-    return task.build_model(args).eval()
-
-
-def a_batch(task, split="valid", n=12):
-    task.load_dataset(split)
-    itr = task.get_batch_iterator(task.dataset(split), max_sentences=n, disable_iterator_cache=True)
-    return next(itr.next_epoch_itr(shuffle=False))
-
-
-def criterion(task, teacher, alpha=0.5, temperature=1.0, topk=0, sentence_avg=False):
-    return WordKDCriterion(task, teacher, alpha, temperature, topk, sentence_avg)
-
-
-def oracle_loss(student_logits, teacher_logits, target, pad, alpha, temperature, topk):
-    """Independent float64 computation, one target position at a time."""
-    total = 0.0
-    s_all, t_all = student_logits.double(), teacher_logits.double()
-    for b in range(target.size(0)):
-        for i in range(target.size(1)):
-            y = int(target[b, i])
-            if y == pad:
-                continue
-            s, t = s_all[b, i], t_all[b, i]
-            p = torch.exp(s - s.max()) / torch.exp(s - s.max()).sum()
-            p_t = torch.exp((s - s.max()) / temperature)
-            p_t = p_t / p_t.sum()
-            q_t = torch.exp((t - t.max()) / temperature)
-            q_t = q_t / q_t.sum()
-            if topk:
-                keep = torch.argsort(q_t, descending=True)[:topk]
-                w = torch.zeros_like(q_t)
-                w[keep] = q_t[keep] / q_t[keep].sum()
-            else:
-                w = q_t
-            kd = -(w * torch.log(p_t)).sum() * temperature**2
-            total += (1 - alpha) * -math.log(p[y]) + alpha * float(kd)
-    return total
+from kd_helpers import a_batch, criterion, fresh_student, load_task, oracle_loss
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +20,7 @@ def setup(toy_data, toy_model):
     task = load_task(toy_data)
     student = fresh_student(task)
     sample = a_batch(task)
+    assert sample["target"].eq(task.target_dictionary.pad()).sum() > 10  # the loss must skip padding
     teacher = FrozenTeacher.load(toy_model, task).model
     with torch.no_grad():
         s_logits = student(**sample["net_input"])[0]
@@ -118,7 +69,8 @@ def test_topk_full_vocabulary_equals_full(setup, toy_model):
 def test_alpha_one_ignores_gold_words(setup, toy_model):
     task, student, sample, _, _ = setup
     crit = criterion(task, toy_model, alpha=1.0)
-    other = dict(sample, target=sample["target"].roll(1, dims=1).masked_fill(sample["target"].eq(1), 1))
+    target, pad = sample["target"], task.target_dictionary.pad()
+    other = dict(sample, target=target.masked_fill(target.ne(pad), task.target_dictionary.unk()))  # same padding
     with torch.no_grad():
         assert torch.equal(crit(student, sample)[0], crit(student, other)[0])
 
@@ -249,29 +201,53 @@ def test_word_kd_under_ddp_with_two_cpu_processes(toy_data, toy_model, tmp_path)
     assert state["criterion"] is None and sorted(state["model"]) == sorted(single["model"])
 
 
-def test_kd_cache_equals_live_teacher_and_runs_the_teacher_once(setup, toy_model):
-    task, student, sample, _, _ = setup
+@pytest.mark.parametrize("left_pad_target", [False, True])
+def test_kd_cache_equals_live_teacher_and_runs_the_teacher_once(toy_data, toy_model, left_pad_target):
+    """Sentences cached in one batch come back in other rows of another batch, with other padding; the
+    teacher runs once per sentence; targets padded on the left (--left-pad-target) too."""
+    task = load_task(toy_data, left_pad_target=left_pad_target)
+    student = fresh_student(task)
+    # fairseq's collater sorts a batch by source length, so a sentence's row depends on the batch it is in:
+    # five sentences (not the longest target) cached first, then all twelve
+    full, first = a_batch(task), a_batch(task, n=12, order=[1, 4, 8, 6, 2])
+    rows, pad = {int(i): r for r, i in enumerate(full["id"])}, task.target_dictionary.pad()
+    assert any(rows[int(i)] != r for r, i in enumerate(first["id"]))  # cached sentences come back in other rows
+    assert first["target"].size(1) < full["target"].size(1)  # ... with other padding
     live = criterion(task, toy_model, 0.5, 2.0, 5)
     cached = WordKDCriterion(task, toy_model, 0.5, 2.0, 5, False, kd_cache=True)
     calls = []
     run = cached.teacher.logits
     cached.teacher.logits = lambda net_input: calls.append(net_input["src_tokens"].size(0)) or run(net_input)
     student.train()
-    torch.manual_seed(0)
-    expected = live(student, sample)[0]
-    half = {k: v for k, v in sample.items()}  # the first 5 sentences alone, then the whole batch
-    half["id"] = sample["id"][:5]
-    half["target"] = sample["target"][:5]
-    half["net_input"] = {k: v[:5] for k, v in sample["net_input"].items()}
-    torch.manual_seed(0)
-    cached(student, half)
-    torch.manual_seed(0)
-    got = cached(student, sample)[0]
-    torch.manual_seed(0)
-    again = cached(student, sample)[0]
+    results = []
+    for crit, batch in ((live, full), (cached, first), (cached, full), (cached, full)):
+        torch.manual_seed(0)  # the same dropout for the student
+        results.append(crit(student, batch)[0])
     student.eval()
-    assert calls == [5, sample["nsentences"] - 5]  # each sentence went through the teacher once
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    expected, _, got, again = results
+    assert calls == [5, 12 - 5]  # each sentence went through the teacher once
     assert torch.equal(got, again)
+    if not left_pad_target:  # the teacher's outputs at a sentence's tokens do not depend on the batch
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+        return
+    # Left-padded targets: an LSTM decoder reads the padding before the sentence, so the teacher's outputs
+    # depend on the batch. The cache keeps a sentence's top-k from the batch it was first seen in and puts
+    # them back at its tokens, wherever the padding puts them in a later batch.
+    with torch.no_grad():
+        values, index = live.teacher.logits(first["net_input"]).topk(5, dim=-1)
+    got_values, got_index = cached._cached_topk(full)
+    for r, sid in enumerate(first["id"].tolist()):
+        here, there = first["target"][r].ne(pad), full["target"][rows[sid]].ne(pad)
+        assert not torch.equal(here.nonzero(), there.nonzero())  # other positions
+        torch.testing.assert_close(got_values[rows[sid], there], values[r, here])
+        assert torch.equal(got_index[rows[sid], there], index[r, here])
     with pytest.raises(SystemExit, match="--kd-cache needs --kd-topk"):
         WordKDCriterion(task, toy_model, 0.5, 1.0, 0, False, kd_cache=True)
+
+
+def test_kd_cache_refuses_sharded_data(toy_data, toy_model):
+    """Sentence ids restart in every shard of DATA=a:b: the cache cannot tell shards apart."""
+    task = load_task(os.pathsep.join([toy_data, toy_data]))
+    with pytest.raises(SystemExit, match=r"^error: --kd-cache with sharded data .*sentence ids restart in every shard"):
+        WordKDCriterion(task, toy_model, 0.5, 1.0, 4, False, kd_cache=True)
+    WordKDCriterion(task, toy_model, 0.5, 1.0, 4, False)  # without the cache, sharded data is fine

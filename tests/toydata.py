@@ -26,6 +26,13 @@ TINY_TRAIN_ARGS = [
     "--log-interval", "1000", "--num-workers", "0", "--seed", "1",
 ]
 
+#: A tiny fairseq `transformer` instead of the LSTM (add to TINY_TRAIN_ARGS: the last --arch wins).
+TINY_TRANSFORMER_ARGS = [
+    "--arch", "transformer", "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+    "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2", "--lr", "0.005",
+]
+
 
 def toy_pairs(n, seed, vocab=20, min_len=3, max_len=8):
     rng = random.Random(seed)

@@ -29,6 +29,7 @@ import os
 import re
 import sys
 
+from fairseq_seqkd.errors import SeqKDError, exit_on_error
 from fairseq_seqkd.textio import atomic_write_lines
 
 logger = logging.getLogger("fairseq_seqkd.corpora.bible")
@@ -76,10 +77,10 @@ def _open_modules(sword_path: str):
     try:
         from pysword.modules import SwordModules
     except ImportError:
-        raise SystemExit("error: pysword is not installed: pip install pysword")
+        raise SeqKDError("pysword is not installed: pip install pysword") from None
     if not os.path.isdir(os.path.join(sword_path, "mods.d")):
-        raise SystemExit(
-            f"error: no SWORD modules in {sword_path}: install them with "
+        raise SeqKDError(
+            f"no SWORD modules in {sword_path}: install them with "
             f"'apt-get install {DEBIAN_PACKAGES}' (Debian/Ubuntu), or download the modules "
             f"{', '.join(MODULES.values())} from crosswire.org and unpack them into {sword_path}"
         )
@@ -87,8 +88,8 @@ def _open_modules(sword_path: str):
     found = modules.parse_modules()
     missing = [name for name in MODULES.values() if name not in found]
     if missing:
-        raise SystemExit(
-            f"error: SWORD module(s) {', '.join(missing)} not found in {sword_path}: "
+        raise SeqKDError(
+            f"SWORD module(s) {', '.join(missing)} not found in {sword_path}: "
             f"install them with 'apt-get install {DEBIAN_PACKAGES}'"
         )
     bibles = {}
@@ -158,7 +159,8 @@ def main(argv=None):
     logging.basicConfig(format="%(asctime)s | %(message)s", level=logging.INFO, stream=sys.stdout,
                         force=True)  # fairseq configures logging when imported
     os.makedirs(args.out_dir, exist_ok=True)
-    refs, texts, stats = read_bible(args.sword_path)
+    with exit_on_error():
+        refs, texts, stats = read_bible(args.sword_path)
     for key in MODULES:
         atomic_write_lines(os.path.join(args.out_dir, f"bible.{key}"), texts[key])
     atomic_write_lines(os.path.join(args.out_dir, "bible.ref"), refs)

@@ -23,7 +23,8 @@ import logging
 import os
 import re
 
-from fairseq_seqkd.textio import atomic_write_lines, fail, read_lines
+from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.textio import atomic_write_lines, read_lines
 
 logger = logging.getLogger("fairseq_seqkd.corpora.paper")
 _SEG = re.compile(r"<seg[^>]*>(.*?)</seg>", re.IGNORECASE | re.DOTALL)
@@ -34,19 +35,19 @@ def segments(path):
     with open(path, encoding="utf-8") as f:
         found = [html.unescape(m.group(1)).strip() for m in _SEG.finditer(f.read())]
     if not found:
-        fail(f"{path}: no <seg> elements")
+        raise SeqKDError(f"{path}: no <seg> elements")
     return found
 
 
 def need(path):
     if not os.path.isfile(path):
-        fail(f"{path}: no such file (see the recipe's README section for where to get it)")
+        raise SeqKDError(f"{path}: no such file (see the recipe's README section for where to get it)")
     return path
 
 
 def aligned(src, tgt, what):
     if len(src) != len(tgt):
-        fail(f"{what}: {len(src)} source and {len(tgt)} target lines")
+        raise SeqKDError(f"{what}: {len(src)} source and {len(tgt)} target lines")
     keep = [(s, t) for s, t in zip(src, tgt) if s.strip() and t.strip()]
     if len(keep) != len(src):
         logger.info("%s: dropped %d pairs with an empty side", what, len(src) - len(keep))
@@ -66,7 +67,7 @@ def iwslt15(corpus, src, tgt):
             s = segments(need(os.path.join(corpus, f"IWSLT15.TED.{name}.{pair}.{src}.xml")))
             t = segments(need(os.path.join(corpus, f"IWSLT15.TED.{name}.{pair}.{tgt}.xml")))
             if len(s) != len(t):
-                fail(f"IWSLT15.TED.{name}: {len(s)} source and {len(t)} target segments")
+                raise SeqKDError(f"IWSLT15.TED.{name}: {len(s)} source and {len(t)} target segments")
             s_all += s
             t_all += t
         splits[split] = (s_all, t_all)
@@ -99,7 +100,7 @@ def wmt14(corpus, src, tgt):
     test_s = segments(need(os.path.join(corpus, "test-full", f"newstest2014-{pair}-src.{src}.sgm")))
     test_t = segments(need(os.path.join(corpus, "test-full", f"newstest2014-{pair}-ref.{tgt}.sgm")))
     if len(test_s) != len(test_t):
-        fail(f"newstest2014: {len(test_s)} source and {len(test_t)} reference segments")
+        raise SeqKDError(f"newstest2014: {len(test_s)} source and {len(test_t)} reference segments")
     return {"train": (train_s, train_t), "valid": (valid_s, valid_t), "test": (test_s, test_t)}
 
 
@@ -113,16 +114,24 @@ def get_parser():
     return p
 
 
-def main(argv=None):
-    from fairseq_seqkd.cli import setup_logging
-
-    args = get_parser().parse_args(argv)
-    setup_logging()
-    splits = (iwslt15 if args.corpus == "iwslt15" else wmt14)(args.corpus_dir, args.src, args.tgt)
+def write_corpus(corpus, corpus_dir, src, tgt, out):
+    """Read the corpus and write OUT/{train,valid,test}.{SRC,TGT}."""
+    splits = (iwslt15 if corpus == "iwslt15" else wmt14)(corpus_dir, src, tgt)
     for split, (s, t) in splits.items():
-        atomic_write_lines(os.path.join(args.out, f"{split}.{args.src}"), s)
-        atomic_write_lines(os.path.join(args.out, f"{split}.{args.tgt}"), t)
+        atomic_write_lines(os.path.join(out, f"{split}.{src}"), s)
+        atomic_write_lines(os.path.join(out, f"{split}.{tgt}"), t)
         logger.info("%s: %d pairs", split, len(s))
+    return splits
+
+
+def main(argv=None):
+    from fairseq_seqkd.cli import run_script
+
+    def _main(argv):
+        args = get_parser().parse_args(argv)
+        return write_corpus(args.corpus, args.corpus_dir, args.src, args.tgt, args.out)
+
+    return run_script(_main, argv)
 
 
 if __name__ == "__main__":

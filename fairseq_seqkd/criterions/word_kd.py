@@ -12,6 +12,7 @@ fairseq's ``cross_entropy``; with α = 0 the loss is exactly that criterion's.
 """
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -22,8 +23,8 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 from omegaconf import II
 
+from fairseq_seqkd.errors import SeqKDError, exit_on_error
 from fairseq_seqkd.teacher import FrozenTeacher
-from fairseq_seqkd.textio import fail
 
 
 @dataclass
@@ -81,24 +82,32 @@ class WordKDCriterion(FairseqCriterion):
 
     def __init__(self, task, teacher_path, kd_alpha, kd_temperature, kd_topk, sentence_avg, kd_cache=False):
         super().__init__(task)
-        if not 0 <= kd_alpha <= 1:
-            fail(f"--kd-alpha {kd_alpha}: must be in [0, 1]")
-        if not kd_temperature > 0:
-            fail(f"--kd-temperature {kd_temperature}: must be > 0")
-        vocab = len(task.target_dictionary)
-        if not 0 <= kd_topk <= vocab:
-            fail(f"--kd-topk {kd_topk}: must be between 0 and the target vocabulary size {vocab}")
-        if kd_cache and not kd_topk:
-            fail("--kd-cache needs --kd-topk K (the cache holds the teacher's top K words per position)")
-        if not teacher_path:
-            fail("--criterion word_kd needs --teacher-path TEACHER.pt")
         self.alpha = kd_alpha
         self.temperature = kd_temperature
         self.topk = kd_topk
         self.sentence_avg = sentence_avg
-        # Not an nn.Module attribute on purpose: see fairseq_seqkd.teacher.
-        self.teacher = FrozenTeacher.load(teacher_path, task)
-        self.cache = {} if kd_cache else None  # sentence id -> (top-k logits, indices) of its target positions
+        with exit_on_error():  # fairseq-train builds the criterion: a one-line error, not a traceback
+            self._check_options(task, teacher_path, kd_cache)
+            # Not an nn.Module attribute on purpose: see fairseq_seqkd.teacher.
+            self.teacher = FrozenTeacher.load(teacher_path, task)
+        self.cache = {} if kd_cache else None  # sentence id -> (top-k logits, indices) of its target tokens
+
+    def _check_options(self, task, teacher_path, kd_cache):
+        if not 0 <= self.alpha <= 1:
+            raise SeqKDError(f"--kd-alpha {self.alpha}: must be in [0, 1]")
+        if not self.temperature > 0:
+            raise SeqKDError(f"--kd-temperature {self.temperature}: must be > 0")
+        vocab = len(task.target_dictionary)
+        if not 0 <= self.topk <= vocab:
+            raise SeqKDError(f"--kd-topk {self.topk}: must be between 0 and the target vocabulary size {vocab}")
+        if kd_cache and not self.topk:
+            raise SeqKDError("--kd-cache needs --kd-topk K (the cache holds the teacher's top K words per position)")
+        data = getattr(task.cfg, "data", "") or ""
+        if kd_cache and len([p for p in data.split(os.pathsep) if p]) > 1:
+            raise SeqKDError(f"--kd-cache with sharded data ({data}): sentence ids restart in every shard, so the "
+                             f"cache would mix their sentences; give one data folder, or drop --kd-cache")
+        if not teacher_path:
+            raise SeqKDError("--criterion word_kd needs --teacher-path TEACHER.pt")
 
     def forward(self, model, sample, reduce=True):
         teacher_logits = teacher_topk = None
@@ -107,7 +116,8 @@ class WordKDCriterion(FairseqCriterion):
             # before the student's graph is built, which lowers peak memory.
             self.teacher.follow(next(model.parameters()))
             if self.cache is not None and model.training:
-                teacher_topk = self._cached_topk(sample)
+                with exit_on_error():
+                    teacher_topk = self._cached_topk(sample)
             else:
                 teacher_logits = self.teacher.logits(sample["net_input"])
                 if self.topk:
@@ -133,11 +143,13 @@ class WordKDCriterion(FairseqCriterion):
     def _cached_topk(self, sample):
         """The teacher's top-k for a training batch, running it only on sentences not seen before.
 
-        Keyed by the dataset index, so only used in training (validation ids overlap).
+        Keyed by the dataset index, so only used in training (validation ids overlap) and with one data
+        folder (checked when the criterion is built). A sentence's entry holds the values of its target
+        tokens only, wherever the padding is (left-padded targets too).
         """
         ids = sample["id"].tolist()
         target = sample["target"]
-        lengths = target.ne(self.padding_idx).sum(dim=1).tolist()
+        tokens = target.ne(self.padding_idx)
         missing = [row for row, sid in enumerate(ids) if sid not in self.cache]
         if missing:
             rows = torch.tensor(missing, device=target.device)
@@ -149,14 +161,18 @@ class WordKDCriterion(FairseqCriterion):
             net_input["src_tokens"] = src[:, src.size(1) - longest:] if left_pad else src[:, :longest]
             values, index = self.teacher.logits(net_input).topk(self.topk, dim=-1)
             for j, row in enumerate(missing):
-                n = lengths[row]
-                self.cache[ids[row]] = (values[j, :n].float().cpu(), index[j, :n].int().cpu())
+                keep = tokens[row]
+                self.cache[ids[row]] = (values[j, keep].float().cpu(), index[j, keep].int().cpu())
         values = torch.zeros(*target.shape, self.topk, dtype=torch.float32)
         index = torch.zeros(*target.shape, self.topk, dtype=torch.long)
         for row, sid in enumerate(ids):
             v, i = self.cache[sid]
-            values[row, : v.size(0)] = v
-            index[row, : i.size(0)] = i
+            keep = tokens[row].cpu()
+            if int(keep.sum()) != v.size(0):
+                raise SeqKDError(f"--kd-cache: sentence {sid} has {int(keep.sum())} target tokens, its cache entry "
+                                 f"{v.size(0)}: the training data changed under the cache")
+            values[row, keep] = v
+            index[row, keep] = i.long()
         return values.to(target.device), index.to(target.device)
 
     @classmethod

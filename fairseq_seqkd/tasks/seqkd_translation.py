@@ -11,31 +11,39 @@
   :mod:`fairseq_seqkd.kbest`), once the last sentence has been generated, so
   Seq-Inter does not have to scrape fairseq-generate's output.
 * Pruning masks are held fixed while training (§6): weights that are pruned
-  stay exactly zero after every update. The mask comes from ``--prune-ratio``
-  (magnitude pruning when training starts), from a resumed checkpoint of a
-  pruned run, or from the exact zeros of a checkpoint written by
-  ``seqkd-prune`` (a model whose weight matrices are at least 0.1% exact
-  zeros, padding rows aside, is treated as pruned). Their gradients are
-  zeroed after every backward pass (so gradient clipping, momentum and
+  stay exactly zero after every update. The mask is the one the checkpoint
+  that training starts from carries (``seqkd-prune``'s output, or a checkpoint
+  of a pruned run, through ``--finetune-from-model``, ``--restore-file`` or a
+  resumed run; see :mod:`fairseq_seqkd.pruning`), or comes from
+  ``--prune-ratio`` (magnitude pruning when training starts). Their gradients
+  are zeroed after every backward pass (so gradient clipping, momentum and
   gradient accumulation never see them) and the weights re-zeroed after every
   optimizer step (a safety net for optimizer states restored from before
-  pruning).
+  pruning). With plain ``--fp16`` fairseq's FP16Optimizer keeps an fp32 master
+  copy of the weights, which is not masked: its pruned entries can only move
+  through optimizer state restored from before pruning, they reach the model
+  only inside the optimizer step, right before the re-zeroing, and they are
+  never saved (a checkpoint holds the model's weights; the master copy is
+  rebuilt from them on resume).
+
+Bad options and inputs stop with a one-line ``error: ...`` (exit status 1), not a traceback.
 """
 
 import logging
-import math
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from fairseq import utils
 from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
+from omegaconf import II
 
 from fairseq_seqkd import pruning
-from fairseq_seqkd.kbest import Sentence, write_kbest_file
-from fairseq_seqkd.textio import fail
+from fairseq_seqkd.errors import SeqKDError, exit_on_error
+from fairseq_seqkd.generation import kbest_sentences
+from fairseq_seqkd.kbest import write_kbest_file
 
 logger = logging.getLogger(__name__)
 
@@ -58,67 +66,29 @@ class SeqKDTranslationConfig(TranslationConfig):
     prune_scope: ChoiceEnum(pruning.SCOPES) = field(
         default="all", metadata={"help": "with --prune-ratio: prune embeddings too, or not"}
     )
-
-#: a checkpoint whose weight matrices are at least this fraction exact zeros is treated as pruned
-PRUNED_ZERO_FRACTION = 0.001
-
-
-def setup_data_task(data, subset, source_lang=None, target_lang=None):
-    """The task of a binarized data folder with ``subset`` loaded; one-line error if it cannot be."""
-    cfg = SeqKDTranslationConfig(data=data, source_lang=source_lang, target_lang=target_lang,
-                                 dataset_impl=None, required_seq_len_multiple=1, train_subset="train")
-    try:
-        task = SeqKDTranslationTask.setup_task(cfg)
-        task.load_dataset(subset)
-    except Exception as e:
-        fail(f"{data}: cannot load subset '{subset}' ({type(e).__name__}: {e})")
-    return task
-
-
-def collate(dataset, batch, use_cuda=False):
-    """The sample (fairseq's collated batch) of the dataset indices ``batch``, on the GPU if asked."""
-    sample = dataset.collater([dataset[int(i)] for i in batch])
-    return utils.move_to_cuda(sample) if use_cuda else sample
-
-
-def hypothesis_strings(task, generator, sample, hypos, nbest):
-    """Per sentence of a batch: a :class:`Sentence` with source, reference and ``nbest`` hypotheses.
-
-    Strings are subword text as in fairseq-generate's S-/T-/H- lines without
-    ``--post-process`` (unknown words stay ``<unk>``); scores are fairseq's
-    H- scores (log base 2, length-normalised).
-    """
-    src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
-    strip = getattr(generator, "symbols_to_strip_from_output", None) or {generator.eos}
-    target = sample.get("target")
-    out = []
-    for i, sid in enumerate(sample["id"].tolist()):
-        src = utils.strip_pad(sample["net_input"]["src_tokens"][i], src_dict.pad())
-        entry = Sentence(int(sid), source=src_dict.string(src, extra_symbols_to_ignore=strip))
-        if target is not None:
-            ref = utils.strip_pad(target[i], tgt_dict.pad()).int().cpu()
-            entry.reference = tgt_dict.string(ref, extra_symbols_to_ignore=strip)
-        entry.hyps = [
-            (float(h["score"]) / math.log(2), tgt_dict.string(h["tokens"].int().cpu(), extra_symbols_to_ignore=strip))
-            for h in hypos[i][:nbest]
-        ]
-        out.append(entry)
-    return out
+    # where fairseq-train starts from (its checkpoint options), to read that checkpoint's pruning mask
+    save_dir: str = II("checkpoint.save_dir")
+    restore_file: str = II("checkpoint.restore_file")
+    finetune_from_model: Optional[str] = II("checkpoint.finetune_from_model")
+    continue_once: Optional[str] = II("checkpoint.continue_once")
+    checkpoint_suffix: str = II("checkpoint.checkpoint_suffix")
 
 
 @register_task("seqkd_translation", dataclass=SeqKDTranslationConfig)
 class SeqKDTranslationTask(TranslationTask):
-    """Translation (``--task seqkd_translation``) that never drops a batch and can write K-best lists."""
+    """Translation (``--task seqkd_translation``) that never drops a batch, can write K-best lists and holds
+    pruning masks."""
 
     def __init__(self, cfg, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
+        with exit_on_error():
+            if not 0 <= cfg.prune_ratio < 1:
+                raise SeqKDError(f"--prune-ratio {cfg.prune_ratio}: must be in [0, 1)")
         self._kbest = {}
         self._kbest_nbest = 1
         self._warned_bsz_mult = False
-        if not 0 <= cfg.prune_ratio < 1:
-            raise ValueError(f"--prune-ratio {cfg.prune_ratio}: must be in [0, 1)")
         self._held = None  # [(name, parameter, mask)] once training has started
-        self._restored_masks = None  # packed masks from a resumed checkpoint
+        self._restored_masks = None  # masks from a resumed checkpoint (set_checkpoint_dict)
 
     def get_batch_iterator(self, dataset, *args, required_batch_size_multiple=1, **kwargs):
         if required_batch_size_multiple != 1 and not self._warned_bsz_mult:
@@ -137,14 +107,15 @@ class SeqKDTranslationTask(TranslationTask):
         hypos = super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
                                        constraints=constraints)
         if self.cfg.kbest_out:
-            self._collect_kbest(generator, sample, hypos)
+            with exit_on_error():
+                self._collect_kbest(generator, sample, hypos)
         return hypos
 
     def _collect_kbest(self, generator, sample, hypos):
         if len(self.datasets) != 1:
-            raise ValueError(f"--kbest-out needs exactly one loaded subset (fairseq-generate --gen-subset), "
+            raise SeqKDError(f"--kbest-out needs exactly one loaded subset (fairseq-generate --gen-subset), "
                              f"found {sorted(self.datasets)}")
-        for entry in hypothesis_strings(self, generator, sample, hypos, self._kbest_nbest):
+        for entry in kbest_sentences(self, generator, sample, hypos, self._kbest_nbest):
             self._kbest[entry.id] = entry
         total = len(next(iter(self.datasets.values())))
         if len(self._kbest) == total:
@@ -157,34 +128,41 @@ class SeqKDTranslationTask(TranslationTask):
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
         if self._held is None:
-            self._held = self._masks_for(model)
+            with exit_on_error():
+                self._held = self._masks_for(model)
+
+    def started_from(self):
+        """The checkpoint fairseq-train restored this run from (None: a fresh model), by the rules of
+        fairseq's ``checkpoint_utils.load_checkpoint``."""
+        cfg = self.cfg
+        if cfg.restore_file != "checkpoint_last.pt":
+            return cfg.restore_file
+        last = os.path.join(cfg.save_dir, f"checkpoint_last{cfg.checkpoint_suffix or ''}.pt")
+        if os.path.exists(last):
+            return last
+        return cfg.continue_once or cfg.finetune_from_model or None
 
     def _masks_for(self, model):
         params = dict(model.named_parameters())
-        if self._restored_masks:
-            masks = {name: pruning.unpack(packed) for name, packed in self._restored_masks.items()}
-            source = "the resumed checkpoint"
-        else:
-            weights = pruning.prunable(params, "all")
-            zeros = {name: p.detach() == 0 for name, p in weights.items()}
-            pad_rows = sum(int(zeros[n][self.src_dict.pad() if n.startswith("encoder") else self.tgt_dict.pad()]
-                               .sum()) for n in zeros if "embed_tokens" in n)
-            n_zero = sum(int(z.sum()) for z in zeros.values()) - pad_rows
-            n_all = sum(p.numel() for p in weights.values())
-            ratio = self.cfg.prune_ratio
-            if ratio > 0 and n_zero < round(ratio * n_all):
-                masks = pruning.magnitude_masks(params, ratio, self.cfg.prune_scheme, self.cfg.prune_scope)
-                pruning.apply_masks(params.items(), masks)
-                source = f"--prune-ratio {ratio} ({self.cfg.prune_scheme}, {self.cfg.prune_scope})"
-            elif n_zero >= PRUNED_ZERO_FRACTION * n_all:
-                masks = {name: ~z for name, z in zeros.items()}
-                source = "the exact zeros of the restored checkpoint"
-            else:
-                return []
-        held = [(name, params[name], mask.to(params[name].device)) for name, mask in masks.items()
-                if name in params and not bool(mask.all())]
-        pruned = sum(int((~m).sum()) for _, _, m in held)
+        masks, source = self._restored_masks, "the resumed checkpoint"
+        if masks is None:
+            source = self.started_from()
+            masks = pruning.read_masks(source) if source and os.path.isfile(source) else None
+        if masks is not None:
+            pruning.check_masks(masks, params, source)
+        ratio = self.cfg.prune_ratio
         total = sum(p.numel() for p in pruning.prunable(params, "all").values())
+        pruned_before = sum(int((~m).sum()) for m in masks.values()) if masks else 0
+        if ratio > 0 and pruned_before < round(ratio * total):
+            more = pruning.magnitude_masks(params, ratio, self.cfg.prune_scheme, self.cfg.prune_scope)
+            masks = {name: m & masks[name].to(m.device) if masks and name in masks else m for name, m in more.items()}
+            source = f"--prune-ratio {ratio} ({self.cfg.prune_scheme}, {self.cfg.prune_scope})"
+        if not masks:
+            return []
+        pruning.apply_masks(params.items(), masks)
+        held = [(name, params[name], mask.to(params[name].device)) for name, mask in masks.items()
+                if not bool(mask.all())]
+        pruned = sum(int((~m).sum()) for _, _, m in held)
         logger.info("holding %d pruned weights (%.1f%% of %d) at zero, from %s", pruned, 100 * pruned / total,
                     total, source)
         return held
@@ -205,7 +183,7 @@ class SeqKDTranslationTask(TranslationTask):
     def get_checkpoint_dict(self):
         if not self._held:
             return {}
-        return {self.__class__.__name__: {"prune_masks": {name: pruning.pack(m) for name, _, m in self._held}}}
+        return {pruning.TASK_STATE_KEY: pruning.task_state({name: m for name, _, m in self._held})}
 
     def set_checkpoint_dict(self, state):
-        self._restored_masks = state.get("prune_masks")
+        self._restored_masks = pruning.masks_of_task_state(state)

@@ -1,0 +1,34 @@
+"""Atomic writing (fairseq_seqkd.textio): all or nothing, with the usual file mode; strict UTF-8 reading."""
+
+import os
+
+import pytest
+
+from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.textio import atomic_open, atomic_write_lines, read_lines
+
+
+def test_atomic_write_gets_the_usual_mode_and_leaves_nothing_on_error(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        atomic_write_lines(str(tmp_path / "out.txt"), ["a", "b"])
+        assert (tmp_path / "out.txt").read_text() == "a\nb\n"
+        assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+        with pytest.raises(RuntimeError):
+            with atomic_open(str(tmp_path / "half.txt")) as f:
+                f.write("half")
+                raise RuntimeError("stop")
+        assert sorted(os.listdir(tmp_path)) == ["out.txt"]
+    finally:
+        os.umask(mask)
+
+
+def test_read_lines_names_the_file_and_line(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_bytes(b"ok\r\nfine\n" + "caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(SeqKDError, match=r"x.txt:3: not UTF-8 text"):
+        read_lines(str(path))
+    path.write_bytes(b"ok\r\nfine\n")
+    assert read_lines(str(path)) == ["ok", "fine"]
+    with pytest.raises(SeqKDError, match="missing.txt: No such file"):
+        read_lines(str(tmp_path / "missing.txt"))

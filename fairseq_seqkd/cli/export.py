@@ -11,8 +11,7 @@ int8 with per-row scales: faster on the CPU, not bit-identical to fairseq. DIR i
 temporary folder and renamed at the end; it must not exist (or be empty).
 """
 
-from fairseq_seqkd.cli import argument_parser
-from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.cli import argument_parser, run_script
 
 
 def get_parser():
@@ -29,22 +28,14 @@ def get_parser():
 
 
 def main(argv=None):
-    import logging
-    import sys
-
     from fairseq_seqkd.deploy.export import export
 
     args = get_parser().parse_args(argv)
-    logging.basicConfig(format="%(asctime)s | %(name)s | %(message)s", level=logging.INFO, stream=sys.stdout,
-                        force=True)
     return export(args.checkpoint, args.out, spm_model=args.spm_model, quantize=args.quantize, data=args.data)
 
 
 def cli_main(argv=None):
-    try:
-        main(argv)
-    except SeqKDError as e:
-        raise SystemExit(f"error: {e}") from None
+    run_script(main, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ same checkpoint, --beam, --max-len-a/-b and --lenpen; with an int8 export it is 
 import sys
 
 from fairseq_seqkd.cli import argument_parser
-from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.errors import SeqKDError, exit_on_error
 
 
 def get_parser():
@@ -76,10 +76,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
 
 
 def cli_main(argv=None):
-    try:
+    with exit_on_error():  # stdout carries the translations: no logging set up
         main(argv)
-    except SeqKDError as e:
-        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

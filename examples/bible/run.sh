@@ -48,10 +48,10 @@ case "$preset" in
     TEACHER_ARCH=luong_lstm_1x256 TEACHER=(--optimizer adam --dropout 0.2 --lr 0.003 --max-tokens 500
       --lr-scheduler polynomial_decay --warmup-updates 50 --max-update 3300 --total-num-update 3300)
     STUDENT_ARCH=luong_lstm_1x128 STUDENT=(--optimizer adam --dropout 0.3 --lr 0.005 --max-tokens 500
-      --lr-scheduler polynomial_decay --warmup-updates 50 --max-update 5300 --total-num-update 5300)
-    FINETUNE=(--lr 0.001 --max-update 660 --total-num-update 660)
-    RETRAIN=(--lr 0.002 --max-update 990 --total-num-update 990); INTER_K=6
-    KD=(--kd-alpha 0.5 --kd-topk 64 --kd-cache); EVAL=(--speed-sentences 25)
+      --lr-scheduler polynomial_decay --warmup-updates 50 --max-update 4000 --total-num-update 4000)
+    FINETUNE=(--lr 0.001 --max-update 500 --total-num-update 500)
+    RETRAIN=(--lr 0.002 --max-update 660 --total-num-update 660); INTER_K=6
+    KD=(--kd-alpha 0.5 --kd-topk 64 --kd-cache); EVAL=(--speed-sentences 25 --speed-repeats 1)
     DISTILL=(--max-tokens 6000 --max-len-a 1.2 --max-len-b 10) ;;
   full)
     PREPARE=(--vocab-size 8000)

@@ -23,6 +23,7 @@ def test_plain_torch_refuses_fairseq_checkpoint(toy_model):
     assert "argparse.Namespace" in proc.stderr
 
 
+@pytest.mark.slow  # a fresh process or a whole corpus: left out by make test-fast
 def test_plugin_import_makes_default_torch_load_work(toy_model):
     proc = python(f"import fairseq_seqkd, torch; s = torch.load({toy_model!r}); print(sorted(s))", check=True)
     assert "'model'" in proc.stdout and "'cfg'" in proc.stdout
@@ -52,6 +53,7 @@ def test_checkpoint_with_numpy_scalars_loads(toy_model, tmp_path):
     assert proc.stdout.strip() == "1.25"
 
 
+@pytest.mark.slow  # a fresh process or a whole corpus: left out by make test-fast
 def test_fairseq_generate_loads_checkpoint_without_env_var(toy_model, toy_data, tmp_path):
     """The stock CLI, from another folder, with --user-dir given as the installed package's path."""
     user_dir = python("import runpy; runpy.run_module('fairseq_seqkd', run_name='__main__')", check=True).stdout.strip()

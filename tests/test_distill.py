@@ -145,6 +145,7 @@ def test_bad_inputs(toy_data, toy_model, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow  # a fresh process or a whole corpus: left out by make test-fast
 def test_teacher_with_other_dictionary_is_refused(other_vocab_data, toy_model, tmp_path):
     proc = toydata.run_cli(["seqkd-distill", other_vocab_data, "--path", toy_model, "--out-prefix",
                             str(tmp_path / "o"), "--cpu"], check=False)
@@ -153,6 +154,7 @@ def test_teacher_with_other_dictionary_is_refused(other_vocab_data, toy_model, t
 
 
 
+@pytest.mark.slow  # a fresh process or a whole corpus: left out by make test-fast
 def test_two_processes_at_once_merge_to_the_unsharded_output(plain, toy_data, toy_model, tmp_path):
     """Issue 7's multi-process check: two shards decoded concurrently by two processes, then merged."""
     import subprocess

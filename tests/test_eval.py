@@ -75,6 +75,7 @@ def test_p_yhat_equals_independent_scoring_of_the_greedy_output(result, toy_data
     assert 0 < r["p_yhat"] <= 1
 
 
+@pytest.mark.slow  # a fresh process or a whole corpus: left out by make test-fast
 def test_ppl_equals_fairseq_validation_perplexity(result, toy_data, toy_model):
     proc = toydata.run_cli(["fairseq-validate", toy_data, "--user-dir", toydata.USER_DIR, "--task",
                             "seqkd_translation", "--path", toy_model, "--valid-subset", "test", "--batch-size", "16",

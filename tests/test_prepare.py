@@ -161,6 +161,7 @@ def test_bible_cleaning_rules():
 
 @pytest.mark.skipif(not os.path.isdir("/usr/share/sword/modules/texts/ztext/engKJV2006eb"),
                     reason="the sword-text-* Debian packages are not installed")
+@pytest.mark.slow  # a fresh process or a whole corpus: left out by make test-fast
 def test_read_bible_from_installed_modules():
     from fairseq_seqkd.corpora.bible import read_bible
 

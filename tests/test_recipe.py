@@ -12,6 +12,8 @@ import torch
 import toydata
 from fairseq_seqkd import pruning
 
+pytestmark = pytest.mark.slow  # whole recipes: left out by make test-fast
+
 RUN = os.path.join(toydata.REPO, "examples", "bible", "run.sh")
 NAMES = ["Teacher 1x32", "Baseline 1x32", "Word-KD", "Seq-KD", "Baseline + Seq-Inter", "Seq-KD + Word-KD",
          "Seq-KD + Seq-Inter + Word-KD"] + [f"Seq-KD + Seq-Inter + Word-KD, pruned {r}%" for r in (50, 80, 90)]

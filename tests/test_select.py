@@ -180,6 +180,7 @@ def test_workers_start_methods_give_the_same_choices(tmp_path, start_method):
     assert one == two and (tmp_path / "t1").read_text() == (tmp_path / "t2").read_text()
 
 
+@pytest.mark.slow  # a fresh process or a whole corpus: left out by make test-fast
 def test_cli_with_workers_equals_library(tmp_path):
     sentences = random_kbest(random.Random(4), 50, 5, to_sentencepiece)
     path = str(tmp_path / "k")

@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import sacrebleu
 
 import toydata
@@ -17,6 +18,7 @@ def test_tiny_teacher_learns_toy_mapping(toy_model, toy_data, toy_text):
     assert bleu > 80, bleu
 
 
+@pytest.mark.slow  # a fresh process or a whole corpus: left out by make test-fast
 def test_repo_relative_user_dir(toy_model, toy_data):
     """`--user-dir fairseq_seqkd` from the repository root, as the README shows."""
     proc = toydata.run_cli(["fairseq-generate", toy_data, "--user-dir", "fairseq_seqkd", "--path", toy_model,

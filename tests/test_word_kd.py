@@ -186,6 +186,7 @@ def test_word_kd_run_resumes_from_its_checkpoint(word_kd_run, toy_data, toy_mode
     assert steps(after) == steps(before) // 12 * 13  # exactly one more epoch of updates
 
 
+@pytest.mark.slow
 def test_word_kd_under_ddp_with_two_cpu_processes(toy_data, toy_model, tmp_path):
     """Each rank loads its own teacher; the ranks split every epoch's batches between them."""
     save_dir = str(tmp_path / "ddp")

@@ -43,6 +43,7 @@ def test_dependencies_run_first_and_outputs_mark_steps_done(tmp_path):
     assert run(plan).startswith("0 of 3 steps to run") and not trace.exists()
 
 
+@pytest.mark.slow  # a fresh process or a whole corpus: left out by make test-fast
 def test_independent_steps_overlap_only_with_several_jobs(tmp_path):
     def intervals(jobs):
         folder = tmp_path / f"jobs{jobs}"

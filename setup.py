@@ -16,6 +16,8 @@ setup(
         "fairseq-fixed==0.12.3.1",
         "torch",
         "numpy",
+        # seqkd-report's paired t-tests across seeds (scipy.stats.ttest_rel)
+        "scipy",
         "sacrebleu>=2.0",
         "sentencepiece",
         "tqdm",

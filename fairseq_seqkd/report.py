@@ -2,9 +2,11 @@
 
 A run is a folder of seqkd-eval JSON files, one per model (a "row"). One run gives a table shaped like
 Table 1 of Kim & Rush (2016); several runs of the same study (one per seed) give each row's mean and
-sample standard deviation (n - 1) and each student's paired difference to the baseline of the same run.
-Both check the findings of Table 1 in every run (:func:`check_findings`). Nothing is written until
-everything has been read and checked, and every file is written atomically.
+sample standard deviation (n - 1) and each student's paired difference to the baseline of the same run, with
+the two-sided p-value of a paired t-test (:func:`paired_p_value`). Both check the findings of Table 1 in every
+run (:func:`check_findings`). The teacher and the baseline are rows picked by their exact names (:func:`find`),
+never by a part of a name. Nothing is written until everything has been read and checked, and every file is
+written atomically.
 """
 
 import glob
@@ -12,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import statistics
 
 from fairseq_seqkd.errors import SeqKDError
@@ -25,6 +28,9 @@ REQUIRED = ("name", *NUMBERS, "subset", "bleu_signature", "device")
 METRICS = ("bleu_greedy", "bleu_beam", "beam_gain", "ppl", "p_yhat", "params_nonzero")  # aggregated per row
 PAIRED = METRICS[:-1]  # paired differences of the students to the baseline
 SEQKD, BEST = "Seq-KD", "Seq-KD + Seq-Inter + Word-KD"
+# the student rows of the paper's Table 1 besides the baseline, SEQKD and BEST (finding 4 compares only these)
+PAPER_STUDENTS = ("Word-KD", "Baseline + Seq-Inter", "Seq-KD + Word-KD")
+WITHIN = 0.5  # finding 4: BLEU (greedy) the combination may be behind the best of the paper's students
 
 
 def load_rows(eval_dir):
@@ -55,15 +61,27 @@ def load_rows(eval_dir):
     return rows
 
 
-def find(rows, name, word):
-    """The name of the row called ``name`` (an error if there is none), else of the first row whose
-    name contains ``word``, else None."""
-    names = [r["name"] for r in rows]
-    if name:
+def find(rows, name, role):
+    """The name of the ``role`` row ("teacher" or "baseline"): the row called exactly ``name``; None if
+    ``name`` is "" (there is no such row); without ``name``, the one row called "Teacher" or "Teacher ARCH"
+    ("Baseline ...": the recipes' names, e.g. "Teacher 1x256"). No such row, or several, is an error: a
+    row is never picked by a part of its name ("Baseline + Seq-Inter" is not a baseline)."""
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    if name == "":
+        return None
+    if name is not None:
         if name not in names:
             raise SeqKDError(f"no row named {name!r} (rows: {', '.join(names)})")
         return name
-    return next((n for n in names if word in n.lower()), None)
+    word = role.capitalize()
+    matches = [n for n in names if re.fullmatch(rf"{word}( \S+)?", n)]
+    if not matches:
+        raise SeqKDError(f"no row named {word!r} or '{word} ARCH' (rows: {', '.join(names)}): name the {role} "
+                         f"row with --{role} NAME")
+    if len(matches) > 1:
+        raise SeqKDError(f"{len(matches)} rows could be the {role} ({', '.join(matches)}): name it with "
+                         f"--{role} NAME")
+    return matches[0]
 
 
 def value(row, metric):
@@ -75,9 +93,40 @@ def millions(n):
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
 
+def spread(row, key):
+    """The spread of a row's words/s (``key``: greedy or beam): max − min of seqkd-eval's repeated
+    measurements of it, which seqkd-eval records relative to their median (``src_words_per_sec_KEY_spread``);
+    None if it was not recorded or measured only once."""
+    relative, repeats = row.get(f"src_words_per_sec_{key}_spread"), row.get("speed_repeats", 2)
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (relative, repeats)) or repeats < 2:
+        return None
+    return relative * row[f"src_words_per_sec_{key}"]
+
+
+def speed_up(row, teacher):
+    """A row's greedy words/s against the teacher row's beam-search words/s: "2.4x" where the two differ by more
+    than the sum of their spreads (:func:`spread`), else "~1x (within spread)"."""
+    greedy, beam = row["src_words_per_sec_greedy"], teacher["src_words_per_sec_beam"]
+    ratio = f"{greedy / beam:.1f}x"
+    spreads = spread(row, "greedy"), spread(teacher, "beam")
+    if None in spreads:
+        return "n/a (measured once)"
+    return ratio if abs(greedy - beam) > sum(spreads) else "~1x (within spread)"
+
+
+def speed_note(rows):
+    """The footnote's definition of when a speed-up is printed."""
+    repeats = {r.get("speed_repeats") for r in rows}
+    count = f"its {repeats.pop()} " if len(repeats) == 1 and None not in repeats else "its "
+    return ("A speed-up is printed only where the two speeds differ by more than the sum of their spreads, else "
+            f"~1x (within spread); a speed's spread is max − min of {count}repeated measurements (seqkd-eval's "
+            "src_words_per_sec_*_spread × the median).")
+
+
 def table(rows, teacher, baseline):
     """One run's table: the columns of the paper's Table 1 (ΔK: BLEU difference to the baseline;
-    speed-up: greedy words/s against the teacher's beam search, as the paper compares them)."""
+    speed-up: greedy words/s against the teacher's beam search, as the paper compares them, where the
+    two differ by more than their spreads: :func:`speed_up`)."""
     k = rows[0]["beam"]
     by_name = {r["name"]: r for r in rows}
     base, teach = by_name.get(baseline), by_name.get(teacher)
@@ -87,7 +136,7 @@ def table(rows, teacher, baseline):
     for r in rows:
         d1 = f"{r['bleu_greedy'] - base['bleu_greedy']:+.1f}" if base and r is not base else ""
         d5 = f"{r['bleu_beam'] - base['bleu_beam']:+.1f}" if base and r is not base else ""
-        speed = f"{r['src_words_per_sec_greedy'] / teach['src_words_per_sec_beam']:.1f}x" if teach else ""
+        speed = speed_up(r, teach) if teach else ""
         params = millions(r["params"]) + (f" ({millions(r['params_nonzero'])})"
                                           if r["params_nonzero"] < 0.99 * r["params"] else "")
         lines.append(f"| {r['name']} | {params} | {r['bleu_greedy']:.1f} | {d1} | {r['bleu_beam']:.1f} | {d5} | "
@@ -143,6 +192,28 @@ def summary(values):
     return {"mean": statistics.fmean(values), "sd": statistics.stdev(values), "n": len(values), "values": values}
 
 
+def paired_p_value(a, b):
+    """The two-sided p-value of a paired t-test of ``a`` against ``b`` (``scipy.stats.ttest_rel``; pairs
+    a[i], b[i]); None with fewer than 2 pairs or no variance of the differences (the same difference in every
+    pair, up to rounding), where the test says nothing."""
+    differences = [x - y for x, y in zip(a, b)]
+    if len(differences) < 2 or statistics.stdev(differences) <= 1e-9 * max(abs(x) for x in (*a, *b)):
+        return None
+    from scipy import stats
+
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
+def paired_tests(runs, paired, baseline):
+    """results.json's paired t-tests: a p-value (or None) per student and PAIRED metric, n = the runs."""
+    def values(name, metric):
+        return [value(r[name], metric) for r in runs.values()]
+
+    return {"test": "paired t-test (scipy.stats.ttest_rel), two-sided, pairs: runs", "n": len(runs),
+            "p_values": {n: {m: paired_p_value(values(n, m), values(baseline, m)) for m in PAIRED}
+                         for n in paired}}
+
+
 def aggregate(runs, teacher, baseline):
     """Per row the mean ± sd over runs of METRICS; per student (not teacher, not baseline) the same of its
     paired difference to the baseline of the same run."""
@@ -154,9 +225,9 @@ def aggregate(runs, teacher, baseline):
     return rows, paired
 
 
-def aggregate_lines(rows, paired, baseline, k):
-    """The tables of :func:`aggregate` (``k``: the beam size): mean ± sd per row, and the students' paired
-    differences."""
+def aggregate_lines(rows, paired, baseline, k, tests=None):
+    """The tables of :func:`aggregate` (``k``: the beam size): mean ± sd per row, the students' paired
+    differences and (``tests``: :func:`paired_tests`) their p-values."""
     lines = [f"| model | BLEU K=1 | BLEU K={k} | K={k} − K=1 | PPL | p(ŷ) % | non-zero params |", "|" + "---|" * 7]
     for name, s in rows.items():
         nonzero = millions(s["params_nonzero"]["mean"])
@@ -171,6 +242,13 @@ def aggregate_lines(rows, paired, baseline, k):
         lines += [f"| {name} | {pm(d['bleu_greedy'], fmt='+.1f')} | {pm(d['bleu_beam'], fmt='+.1f')} | "
                   f"{pm(d['beam_gain'], fmt='+.1f')} | {pm(d['ppl'], fmt='+.1f')} | {pm(d['p_yhat'], 100, '+.2f')} |"
                   for name, d in paired.items()]
+        if tests:
+            lines += ["", f"Paired t-test of each difference to {baseline} (scipy.stats.ttest_rel, two-sided, n = "
+                          f"{tests['n']} runs): p-values; n/a: fewer than 2 runs or no variance", "",
+                      f"| student | Δ BLEU K=1 | Δ BLEU K={k} | Δ (K={k} − K=1) | Δ PPL | Δ p(ŷ) |",
+                      "|" + "---|" * 6]
+            lines += ["| " + " | ".join([name] + ["n/a" if p is None else f"{p:.3g}" for p in ps.values()]) + " |"
+                      for name, ps in tests["p_values"].items()]
     elif not baseline:
         lines += ["", "(no baseline row: no paired differences)"]
     return lines
@@ -179,10 +257,14 @@ def aggregate_lines(rows, paired, baseline, k):
 def check_findings(runs, teacher, baseline, seqkd=SEQKD, best=BEST):
     """The findings of the paper's Table 1 (Kim & Rush 2016, §5), checked in every run of
     ``{label: {name: row}}``: a list of {finding, claim, runs: {label: bool}, holds, ...}. A finding
-    whose rows are missing is "not checked"; (1)'s spread and (5) need several runs."""
+    whose rows are missing is "not checked"; (1)'s spread and (5) need several runs. (4) compares the
+    combination ``best`` with the paper's other student rows only (``compared``; ``gap``: the best of them
+    minus ``best``, greedy BLEU): pruned rows and rows beyond the paper are reported, not counted."""
     names = list(next(iter(runs.values())))
     several = len(runs) > 1
-    students = [n for n in names if n != teacher and "pruned" not in n.lower()]
+    paper = {baseline, seqkd, best, *PAPER_STUDENTS}
+    compared = [n for n in names if n in paper and n != teacher]
+    others = [n for n in compared if n != best]
     t, b = teacher or "the teacher", baseline or "the baseline"
     claims = [
         (1, f"{seqkd} beats {b} by ≥ 1 BLEU with greedy decoding", (seqkd, baseline),
@@ -191,11 +273,15 @@ def check_findings(runs, teacher, baseline, seqkd=SEQKD, best=BEST):
          lambda r: value(r[seqkd], "beam_gain") < value(r[baseline], "beam_gain")),
         (3, f"{seqkd} has a higher p(ŷ) and a worse (higher) gold PPL than {b}", (seqkd, baseline),
          lambda r: r[seqkd]["p_yhat"] > r[baseline]["p_yhat"] and r[seqkd]["ppl"] > r[baseline]["ppl"]),
-        (4, f"{best} has the best greedy BLEU of the students, ties excluded (every row but {t}; pruned rows "
-            f"left out)", (best,), lambda r: all(r[best]["bleu_greedy"] > r[n]["bleu_greedy"] for n in students
-                                                 if n != best)),
+        (4, f"{best} is among the best students: within {WITHIN} BLEU greedy of the best of the paper's student "
+            f"rows ({', '.join(compared)}; other rows are not counted)", (best,),
+         lambda r: gap(r) <= WITHIN + 1e-9),
         (5, f"{t}'s greedy BLEU spans < 2 BLEU across the runs", (teacher,), None),
     ]
+
+    def gap(r):
+        return max(r[n]["bleu_greedy"] for n in others) - r[best]["bleu_greedy"]
+
     found = []
     for number, claim, needed, holds_in in claims:
         finding = {"finding": number, "claim": claim, "runs": {}, "holds": None}
@@ -203,6 +289,8 @@ def check_findings(runs, teacher, baseline, seqkd=SEQKD, best=BEST):
         if absent:
             finding["not_checked"] = (f"no row named {absent[0]!r}" if absent[0] else
                                       "no teacher row" if number == 5 else "no baseline row")
+        elif number == 4 and not others:
+            finding["not_checked"] = "no other student row of the paper"
         elif number == 5:
             scores = [r[teacher]["bleu_greedy"] for r in runs.values()]
             if several:
@@ -214,6 +302,8 @@ def check_findings(runs, teacher, baseline, seqkd=SEQKD, best=BEST):
                 diff = summary([r[seqkd]["bleu_greedy"] - r[baseline]["bleu_greedy"] for r in runs.values()])
                 finding.update(mean_difference=diff["mean"], sd=diff["sd"])
                 finding["holds"] = finding["holds"] and diff["mean"] > 2 * diff["sd"]
+            if number == 4:
+                finding.update(compared=compared, gap={label: gap(r) for label, r in runs.items()})
         found.append(finding)
     return found
 
@@ -301,7 +391,8 @@ def single_run_report(run_dir, eval_dir=None, teacher=None, baseline=None, seqkd
         f"{first['subset']} set, {first['sentences']} sentences; BLEU: sacrebleu ({first['bleu_signature']}); "
         f"speed: source words/s at batch size 1 on {first['device']}, {first['threads']} threads; ΔK: vs "
         f"{baseline or '(no baseline row)'}; speed-up: greedy words/s vs "
-        f"{teacher + ' with beam search' if teacher else '(no teacher row)'}.", ""]
+        f"{teacher + ' with beam search' if teacher else '(no teacher row)'}." +
+        (" " + speed_note(rows) if teacher else ""), ""]
     lines += findings_lines(check_findings(runs, teacher, baseline, seqkd, best), 1)
     write(run_dir, lines, rows, plot(runs, first["beam"], title))
     logger.info("wrote %s/results.{md,json,png} (%d models)", run_dir, len(rows))
@@ -315,17 +406,19 @@ def multi_run_report(out_dir, run_dirs, teacher=None, baseline=None, seqkd=SEQKD
     first_rows = list(next(iter(runs.values())).values())
     teacher, baseline = find(first_rows, teacher, "teacher"), find(first_rows, baseline, "baseline")
     rows, paired = aggregate(runs, teacher, baseline)
+    tests = paired_tests(runs, paired, baseline) if paired else None
     findings = check_findings(runs, teacher, baseline, seqkd, best)
     first = first_rows[0]
     devices = sorted({r["device"] for by_name in runs.values() for r in by_name.values()})
     lines = [title] if title else []
-    lines += aggregate_lines(rows, paired, baseline, first["beam"]) + [
+    lines += aggregate_lines(rows, paired, baseline, first["beam"], tests) + [
         "", f"{len(runs)} runs ({', '.join(runs)}); mean ± sample sd (n − 1) over runs; {first['subset']} set, "
             f"{first['sentences']} sentences; BLEU: sacrebleu ({first['bleu_signature']}); device: "
             f"{', '.join(devices)}.", ""]
     lines += findings_lines(findings, len(runs))
     data = {"runs": {label: list(by_name.values()) for label, by_name in runs.items()}, "teacher": teacher,
-            "baseline": baseline, "aggregates": rows, "paired_differences": paired, "findings": findings}
+            "baseline": baseline, "aggregates": rows, "paired_differences": paired, "paired_tests": tests,
+            "findings": findings}
     write(out_dir, lines, data, plot(runs, first["beam"], title))
     logger.info("wrote %s/results.{md,json,png} (%d models, %d runs)", out_dir, len(rows), len(runs))
     return lines

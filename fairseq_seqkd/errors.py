@@ -7,6 +7,7 @@ exit status 1, through :func:`exit_on_error`; fairseq's own CLIs would print a t
 """
 
 import contextlib
+import sys
 
 
 class SeqKDError(Exception):
@@ -24,10 +25,23 @@ class KBestError(SeqKDError):
         return f"{self.path}:{self.line}: {self.message}" if self.line else f"{self.path}: {self.message}"
 
 
+#: Exit status of a script that stopped early on purpose (e.g. ``seqkd-distill --stop-after-batches``):
+#: not a failure, but its output is not complete, so a recipe must not mark the step done.
+EXIT_STOPPED = 3
+
+
+class StoppedEarly(SeqKDError):
+    """A run stopped before its output was complete because it was asked to; rerun it to continue."""
+
+
 @contextlib.contextmanager
 def exit_on_error():
-    """Turn a :class:`SeqKDError` raised in the block into ``SystemExit("error: ...")`` (exit status 1)."""
+    """Turn a :class:`SeqKDError` raised in the block into ``error: ...`` on stderr and exit status 1
+    (:class:`StoppedEarly`: ``stopped: ...`` and :data:`EXIT_STOPPED`)."""
     try:
         yield
+    except StoppedEarly as e:
+        sys.stderr.write(f"stopped: {e}\n")
+        raise SystemExit(EXIT_STOPPED) from None
     except SeqKDError as e:
         raise SystemExit(f"error: {e}") from None

@@ -7,6 +7,7 @@ half-written file that looks complete.
 
 import contextlib
 import os
+import shutil
 import tempfile
 
 from fairseq_seqkd.errors import SeqKDError
@@ -76,6 +77,31 @@ def atomic_open(path, mode="w", encoding="utf-8"):
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Yield a new temporary folder next to ``path``; if the block succeeds it becomes ``path`` (replacing an
+    earlier one), else it is removed. The one way this package publishes a folder: the temporary name is
+    unique, so two runs never write into the same one, and ``path`` is either the old folder, the new one,
+    or (after a kill in the instant between two renames) absent, never half-written."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=parent)
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        if os.path.lexists(path):
+            old = tempfile.mkdtemp(prefix=os.path.basename(path) + ".", suffix=".old", dir=parent)
+            os.replace(path, os.path.join(old, "previous"))
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -32,3 +32,23 @@ def test_read_lines_names_the_file_and_line(tmp_path):
     assert read_lines(str(path)) == ["ok", "fine"]
     with pytest.raises(SeqKDError, match="missing.txt: No such file"):
         read_lines(str(tmp_path / "missing.txt"))
+
+
+def test_atomic_dir_publishes_whole_folders_and_leaves_nothing_on_failure(tmp_path):
+    from fairseq_seqkd.textio import atomic_dir
+
+    dest = tmp_path / "out"
+    with atomic_dir(str(dest)) as tmp:
+        (open(os.path.join(tmp, "a"), "w")).write("first")
+        assert not dest.exists()  # nothing is visible before the block ends
+    assert sorted(os.listdir(tmp_path)) == ["out"] and (dest / "a").read_text() == "first"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(str(dest)) as tmp:
+            open(os.path.join(tmp, "b"), "w").write("half")
+            raise RuntimeError("killed")
+    assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(dest) == ["a"]  # the old folder stays
+    with atomic_dir(str(dest)) as one, atomic_dir(str(dest)) as two:  # two writers never share a folder
+        assert one != two
+        open(os.path.join(one, "x"), "w").write("1")
+        open(os.path.join(two, "y"), "w").write("2")
+    assert os.listdir(dest) == ["x"] and sorted(os.listdir(tmp_path)) == ["out"]  # the last to finish wins

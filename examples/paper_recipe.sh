@@ -9,6 +9,8 @@
 #        fine-tuning at lr 0.1, pruning with retraining at lr 0.2. Training sentences of at most 50 words.
 # tiny:  the same flow with minute models and a few epochs (for a small stand-in corpus: tests, dry runs).
 # --gpus N: fairseq-train on N GPUs (--distributed-world-size N) and N distillation shards, one per GPU.
+# Resumable: rerun the same command after a failure, a kill, Ctrl-C, SIGTERM or SIGHUP (which stop the running
+# steps too); see examples/pipeline.sh, "Kills and reruns".
 set -euo pipefail
 examples="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$examples/pipeline.sh"
@@ -53,11 +55,11 @@ after=-
 if [ "$download" -eq 1 ]; then
   for url in "${DOWNLOADS[@]}"; do
     step "download $(basename "$url")" "$corpus_dir/.$(basename "$url").done" "$after" bash -c \
-      'mkdir -p "$0" && curl -fL "$1" | tar -xz -C "$0"' "$corpus_dir" "$url"
+      'set -o pipefail; mkdir -p "$0" && curl -fL "$1" | tar -xz -C "$0"' "$corpus_dir" "$url"
     after="download $(basename "$url")"
   done
 fi
-step "extract text" "$text/test.$TGT" "$after" "$PYTHON" -m fairseq_seqkd.corpora.paper "$CORPUS" \
+step "extract text" "$text/done" "$after" "$PYTHON" -m fairseq_seqkd.corpora.paper "$CORPUS" \
   --corpus-dir "$corpus_dir" --src "$SRC" --tgt "$TGT" --out "$text"
 step prepare "$data/prepare.json" "extract text" seqkd-prepare --src-file "$text/train.$SRC" \
   --tgt-file "$text/train.$TGT" --valid-src "$text/valid.$SRC" --valid-tgt "$text/valid.$TGT" \

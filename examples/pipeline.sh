@@ -25,10 +25,23 @@
 #   EVAL                 seqkd-eval options besides the references (e.g. --speed-sentences)
 #   PRUNE_RATIOS         e.g. "50 80 90"
 #
-# Every step is skipped when its output exists, so running a recipe again resumes it. Independent steps
-# run at the same time (--jobs, default 2: on a 2-core CPU two one-thread trainings of small models take
+# Every step is skipped when its output exists (a file its command writes last and atomically, or a done marker
+# written only after its command exited with status 0), so running a recipe again resumes it. Independent
+# steps run at the same time (--jobs, default 2: on a 2-core CPU two one-thread trainings of small models take
 # about as long as one with two threads). Each step prints one line when it ends; its full log is in
 # WORKDIR/logs/ (WORKDIR/seed-N/logs/ with --seeds); a failing step shows the last lines of its log.
+#
+# Kills and reruns. The steps are run by `python -m fairseq_seqkd.workflow` (the recipe's process becomes it,
+# same pid), each step in its own process group. SIGTERM (a scheduler's time limit, `kill`), SIGHUP (a dropped
+# SSH session) and SIGINT (Ctrl-C) are forwarded to every running step's process group; whatever still runs
+# 10 s later gets SIGKILL (a second signal: at once), and the recipe exits non-zero with "stopped by SIGTERM:
+# rerun the same command to resume". Rerunning the same command then redoes only the unfinished steps:
+# fairseq-train resumes from checkpoint_last.pt, seqkd-distill --resume from its journal; a step is marked
+# done only after it exited with status 0 (exit status 3, a deliberate early stop such as seqkd-distill
+# --stop-after-batches, is reported as STOPPED and not marked done). Killed with SIGKILL, the runner cannot
+# stop its steps; a rerun then refuses (naming their process groups) until they have ended. One run at a time
+# per WORKDIR: the plan is written to a temporary file that replaces WORKDIR/plan.tsv only once the runner
+# holds WORKDIR/plan.tsv.lock, and a second recipe started on the same WORKDIR refuses with one line.
 #
 # Every model is used as it is at the end of its schedule (checkpoint_last.pt), as in the paper, which trains
 # a fixed number of epochs. fairseq's checkpoint_best.pt is chosen by the loss on the gold validation targets,
@@ -88,7 +101,16 @@ recipe_setup() {
   # fairseq and hydra warn about their own deprecations on every start; keep the logs readable.
   export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}
   run="$workdir" STEP_PREFIX="" STEP_PREFIX_TITLE="" timings="$workdir/timings.txt" RUN_EVALS=() REPORTS=() RUNS=()
-  if [ "$dry" -eq 1 ]; then PLAN=""; else mkdir -p "$workdir"; PLAN="$workdir/plan.tsv"; : > "$PLAN"; fi
+  # the plan is written to NEW_PLAN; the runner replaces PLAN by it once it holds PLAN's lock (finish), so a
+  # recipe started while another one runs on the same WORKDIR never touches the running plan
+  if [ "$dry" -eq 1 ]; then
+    PLAN="" NEW_PLAN=""
+  else
+    mkdir -p "$workdir"
+    PLAN="$workdir/plan.tsv" NEW_PLAN="$workdir/.plan.tsv.new-$$"
+    : > "$NEW_PLAN"
+    trap 'rm -f "$NEW_PLAN"' EXIT  # until finish hands it to the runner
+  fi
 }
 
 # step NAME OUTPUT AFTER COMMAND...: a step of the plan. AFTER: the names of the steps it needs, comma-
@@ -104,7 +126,7 @@ step() {
   if [ "$dry" -eq 1 ]; then printf '[%s] %s\n' "$STEP_PREFIX$name" "$(printf '%q ' "$@")"; return; fi
   joined=$(IFS=,; echo "${deps[*]}")
   printf '%s\t%s\t%s\t%s\t0\t%s\n' "$STEP_PREFIX$name" "$output" "$run/logs/${name//[^A-Za-z0-9.+-]/-}.log" \
-    "${joined:--}" "$(printf '%q ' "$@")" >> "$PLAN"
+    "${joined:--}" "$(printf '%q ' "$@")" >> "$NEW_PLAN"
 }
 
 # train NAME DATA AFTER OPTIONS...: fairseq-train into models/NAME (an interrupted run resumes from checkpoint_last.pt)
@@ -120,7 +142,7 @@ distill() {
   local prefix="$run/distill/$name"
   if [ "$SHARDS" -le 1 ]; then
     step "$name data" "$out/done" "train teacher" seqkd-distill "$DATA" --path "$teacher" "${DISTILL[@]}" "$@" \
-      --out-prefix "$prefix" --binarize "$out"
+      --out-prefix "$prefix" --resume --binarize "$out"
     return
   fi
   local i shards=()
@@ -144,12 +166,13 @@ evaluate() {
 # run_pipeline: every method of the paper for each seed (--seed/--seeds), in the order that keeps a 2-core
 # machine busy: the teacher beside the baseline, then the distilled corpora, then students side by side.
 run_pipeline() {
+  # the rows the reports compare the students with (seqkd-report matches them by their exact names)
+  t_name="Teacher ${TEACHER_ARCH#luong_lstm_}" s_name="Baseline ${STUDENT_ARCH#luong_lstm_}"
   for seed in "${SEEDS[@]}"; do
     if [ "$STUDY" -eq 1 ]; then
       run="$workdir/seed-$seed" STEP_PREFIX="seed $seed: " STEP_PREFIX_TITLE=", seed $seed"
     fi
     teacher="$run/models/teacher/$CKPT"
-    local t_name="Teacher ${TEACHER_ARCH#luong_lstm_}" s_name="Baseline ${STUDENT_ARCH#luong_lstm_}"
     local student=(--arch "$STUDENT_ARCH" "${STUDENT[@]}") ratio
     # teacher and baseline student (gold data, cross-entropy)
     train teacher "$DATA" ^prepare --arch "$TEACHER_ARCH" "${TEACHER[@]}"
@@ -190,19 +213,22 @@ run_pipeline() {
     done
     if declare -F recipe_models >/dev/null; then recipe_models; fi
     step report - "$(IFS=,; echo "${RUN_EVALS[*]}")" seqkd-report "$run$RESULTS" \
-      --title "$REPORT_TITLE$STEP_PREFIX_TITLE"
+      --teacher "$t_name" --baseline "$s_name" --title "$REPORT_TITLE$STEP_PREFIX_TITLE"
     RUN_EVALS=() REPORTS+=("${STEP_PREFIX}report") RUNS+=("$run$RESULTS")
   done
 }
 
-# finish: with --seeds, the report over all seeds; then run the plan (--dry-run: print it).
+# finish: with --seeds, the report over all seeds; then run the plan (--dry-run: print it). The recipe's
+# process becomes the runner (exec), so a signal sent to the recipe reaches the runner, which forwards it.
 finish() {
   if [ "$STUDY" -eq 1 ]; then
     run="$workdir" STEP_PREFIX=""
     step "report over ${#SEEDS[@]} seeds" - "$(IFS=,; echo "${REPORTS[*]/#/^}")" \
-      seqkd-report "$workdir$RESULTS" --runs "${RUNS[@]}" --title "$REPORT_TITLE, seeds ${SEEDS[*]}"
+      seqkd-report "$workdir$RESULTS" --teacher "$t_name" --baseline "$s_name" --title \
+      "$REPORT_TITLE, seeds ${SEEDS[*]}" --runs "${RUNS[@]}"
   fi
   [ "$dry" -eq 1 ] && return
   echo "# $(date -u +%FT%TZ) $(basename "$(dirname "$0")") preset $preset, seeds ${SEEDS[*]}" >> "$timings"
-  "$PYTHON" -m fairseq_seqkd.workflow "$PLAN" --jobs "$JOBS" --timings "$timings"
+  trap - EXIT  # the runner takes NEW_PLAN over (and removes it if it refuses)
+  exec "$PYTHON" -m fairseq_seqkd.workflow "$PLAN" --new-plan "$NEW_PLAN" --jobs "$JOBS" --timings "$timings"
 }

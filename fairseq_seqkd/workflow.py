@@ -6,19 +6,41 @@ tab-separated fields::
     NAME  OUTPUT  LOG  AFTER  THREADS  COMMAND
 
 ``OUTPUT`` is the file that marks the step as done (created empty after the command succeeds if the
-command does not write it itself; ``-``: a step that runs every time, such as a report), ``LOG`` where the step's own output goes, ``AFTER`` the names of the
-steps it needs (comma-separated, ``-`` for none), ``THREADS`` the CPU threads it may use (0: the machine's
-cores divided by the number of steps run at once) and ``COMMAND`` a shell command line. A step whose
-output exists is done already, so running a plan again resumes it.
+command does not write it itself; ``-``: a step that runs every time, such as a report), ``LOG`` where
+the step's own output goes, ``AFTER`` the names of the steps it needs (comma-separated, ``-`` for none),
+``THREADS`` the CPU threads it may use (0: the machine's cores divided by the number of steps run at
+once) and ``COMMAND`` a shell command line. A step whose
+output exists is done already, so running a plan again resumes it. A command that writes ``OUTPUT``
+itself must write it last and atomically; any other step's ``OUTPUT`` is a marker the runner creates only
+after the command exited with status 0.
 
 Independent steps run at the same time (``jobs``). On a 2-core CPU, two one-thread processes train
 small LSTMs in about the time one of them takes with two threads (the per-step overhead of such models
 does not parallelise), so the demo runs its teacher beside its baseline, and its students beside each
 other. Each step prints one line when it ends (elapsed time of the run, steps done out of all, its
-name, how long it took); a failing step stops the run and shows the last lines of its log.
+name, how long it took); a failing step stops the run and shows the last lines of its log. A step that
+exits with status 3 (:data:`~fairseq_seqkd.errors.EXIT_STOPPED`, e.g. ``seqkd-distill
+--stop-after-batches``) stopped early on purpose: it is not marked done, and the run stops with status 3.
+
+Kills, signals and reruns. Every step runs in its own process group (session). SIGTERM, SIGHUP and
+SIGINT (Ctrl-C) to the runner are forwarded to the process group of every running step; the groups still
+alive ``--grace`` seconds later (default 10) get SIGKILL, and the runner exits with status 128 + the
+signal's number and one line (``stopped by SIGTERM: rerun the same command to resume``); a second signal
+during the grace period kills at once. A failing or stopped step stops the steps beside it the same way
+(SIGTERM, then SIGKILL). Nothing that was stopped or killed is marked done, so rerunning the same command
+redoes exactly the steps that had not finished (fairseq-train resumes from its checkpoint_last.pt,
+seqkd-distill --resume from its journal). Only one runner at a time works on a plan: it holds an
+exclusive lock (``PLAN.lock``, fcntl.flock) that its steps inherit, so a second runner on the same plan,
+or a rerun while steps of a runner killed by SIGKILL (which cannot forward anything) are still running,
+refuses with one line naming the processes to wait for or stop. ``--new-plan FILE`` replaces the plan by
+FILE only once the lock is held, so a recipe started twice never rewrites the plan of a run in progress.
+Signals ignored when the runner starts (``nohup``: SIGHUP) stay ignored. Exit status: 0 every step done,
+1 a failing step or an error, 3 a step stopped early on purpose, 128 + N stopped by signal N.
 """
 
 import argparse
+import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -27,10 +49,14 @@ import time
 from dataclasses import dataclass
 from typing import List
 
-from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.errors import EXIT_STOPPED, SeqKDError, StoppedEarly, exit_on_error
 
 FIELDS = 6
 TAIL_LINES = 15
+#: seconds the steps get to end after the runner forwarded a signal, before SIGKILL
+GRACE = 10.0
+#: the signals the runner forwards to its steps before it stops
+HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 @dataclass(eq=False)
@@ -41,6 +67,17 @@ class Step:
     after: List[str]
     threads: int
     command: str
+
+
+class Interrupted(Exception):
+    """The runner received ``signum`` (one of :data:`HANDLED`) and stopped its steps."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+    def __str__(self):
+        return f"stopped by {signal.Signals(self.signum).name}: rerun the same command to resume"
 
 
 def read_plan(path):
@@ -84,27 +121,177 @@ def tail(path, lines=TAIL_LINES):
         return []
 
 
-class Runner:
-    """Runs the steps of a plan, ``jobs`` at a time, in plan order among those that are ready."""
+def exit_status(code):
+    """A Popen return code in words: ``exit status N`` or ``killed by SIGNAME``."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
 
-    def __init__(self, steps, jobs=1, timings=None, out=sys.stdout, cpus=None):
-        self.steps, self.jobs, self.timings, self.out = steps, max(1, jobs), timings, out
+
+def running_pid(pid):
+    """Whether process ``pid`` exists and is not a zombie (a process that has ended but is not reaped yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def group_alive(pgid):
+    """Whether a process of group ``pgid`` still runs; zombies waiting to be reaped do not count (Linux:
+    from /proc; elsewhere any member, zombie or not, counts)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                state, _, group = f.read().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
+
+
+def signal_group(pgid, signum):
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class PlanLock:
+    """One runner per plan: an exclusive ``flock`` on ``PLAN.lock``, released when the runner and the steps
+    it started (which inherit it) have all ended. The file names the runner's pid and its steps' process
+    groups, for the message of a runner that is refused."""
+
+    def __init__(self, plan):
+        self.plan, self.path, self.fd = plan, plan + ".lock", None
+
+    def acquire(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holders = os.read(fd, 65536).decode("utf-8", "replace")
+            os.close(fd)
+            raise SeqKDError(self.refusal(holders)) from None
+        self.fd = fd
+        self.write({})
+        return self
+
+    def refusal(self, holders):
+        runner, groups = None, []
+        for line in holders.splitlines():
+            kind, _, rest = line.partition(" ")
+            number = rest.split(" ", 1)[0]
+            if number.isdigit():
+                if kind == "runner":
+                    runner = int(number)
+                elif kind == "step" and group_alive(int(number)):
+                    groups.append(number)
+        if runner is not None and running_pid(runner):
+            return (f"{self.plan}: another runner (pid {runner}) is running this plan; wait for it to end, or "
+                    f"stop it with: kill {runner}")
+        if groups:
+            return (f"{self.plan}: steps of an earlier runner that was killed are still running (process groups "
+                    f"{' '.join(groups)}); wait for them, or stop them with: kill -- " +
+                    " ".join(f"-{g}" for g in groups))
+        return (f"{self.plan}: another process holds {self.path} (one started by an earlier run?); wait for it to "
+                f"end (fuser -v {self.path} names it)")
+
+    def write(self, running):
+        """Record the runner's pid and the process group of each running step (``running``: step -> pid)."""
+        text = f"runner {os.getpid()}\n" + "".join(f"step {pid} {step.name}\n" for step, pid in running.items())
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, text.encode("utf-8"), 0)
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class Runner:
+    """Runs the steps of a plan, ``jobs`` at a time, in plan order among those that are ready.
+
+    ``grace``: seconds the steps get to end after SIGTERM (or a forwarded signal) before SIGKILL. ``lock``:
+    the :class:`PlanLock` held, which the steps inherit and which names them."""
+
+    def __init__(self, steps, jobs=1, timings=None, out=None, cpus=None, grace=GRACE, lock=None):
+        self.steps, self.jobs, self.timings, self.out = steps, max(1, jobs), timings, out or sys.stdout
         self.cpus = cpus or os.cpu_count() or 1
-        self.live = out.isatty()
+        self.grace, self.lock = grace, lock
+        self.live = self.out.isatty()
         self.start = time.monotonic()
+        self.received = None  # the first signal received (handle_signals)
+        self.stopping = self.hurry = False
+
+    def write(self, text):
+        """Write to ``out``; once it fails (a terminal gone with a dropped SSH session), write nothing more:
+        the steps' logs are in their files."""
+        if self.out is None:
+            return
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except OSError:
+            self.out = None
 
     def say(self, text):
-        if self.live:
-            self.out.write("\r\033[K")
-        self.out.write(text + "\n")
-        self.out.flush()
+        self.write(("\r\033[K" if self.live else "") + text + "\n")
 
     def status(self, running):
         if self.live and running:
             now = time.monotonic()
             parts = ", ".join(f"{s.name} {clock(now - t)}" for s, (_, t) in running.items())
-            self.out.write(f"\r\033[K{clock(now - self.start):>7}  running: {parts}"[:200])
-            self.out.flush()
+            self.write(f"\r\033[K{clock(now - self.start):>7}  running: {parts}"[:200])
+
+    def on_signal(self, signum, frame):
+        """A handled signal: noted, and acted on by the loop (a second one during stop(): SIGKILL at once)."""
+        if self.received is not None or self.stopping:
+            self.hurry = True
+        if self.received is None:
+            self.received = signum
+
+    def handle_signals(self):
+        """Install :meth:`on_signal` for :data:`HANDLED`, except for signals ignored already (``nohup``: SIGHUP;
+        a background job: SIGINT), which stay ignored; returns the previous handlers (for restore_signals)."""
+        return {s: signal.signal(s, self.on_signal) for s in HANDLED if signal.getsignal(s) != signal.SIG_IGN}
+
+    @staticmethod
+    def restore_signals(previous):
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    def check_signal(self):
+        if self.received is not None:
+            raise Interrupted(self.received)
+
+    def nap(self, seconds):
+        """Sleep ``seconds``, or less if a signal arrives."""
+        end = time.monotonic() + seconds
+        while self.received is None and time.monotonic() < end:
+            time.sleep(0.05)
 
     def launch(self, step):
         os.makedirs(os.path.dirname(os.path.abspath(step.log)), exist_ok=True)
@@ -114,10 +301,16 @@ class Runner:
             log.write(f"$ {step.command}\n")
             log.flush()
             return subprocess.Popen(["bash", "-c", step.command], stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                    pass_fds=(self.lock.fd,) if self.lock else ())
+
+    def note_running(self, running):
+        if self.lock:
+            self.lock.write({step: proc.pid for step, (proc, _) in running.items()})
 
     def run(self):
-        """Run every step not done yet; SeqKDError names the first step that fails."""
+        """Run every step not done yet; SeqKDError names the first step that fails, StoppedEarly the first
+        that stopped early on purpose (exit status 3), Interrupted the signal received (handle_signals)."""
         total = len(self.steps)
         done = {s.name for s in self.steps if s.output != "-" and os.path.exists(s.output)}
         todo = [s for s in self.steps if s.name not in done]
@@ -127,53 +320,79 @@ class Runner:
         running = {}
         try:
             self.loop(todo, done, running, total)
-        except BaseException:
-            self.stop(running)
+        except BaseException as e:
+            self.stop(running, e.signum if isinstance(e, Interrupted) else signal.SIGTERM)
             raise
         self.say(f"{clock(time.monotonic() - self.start):>7}  all {total} steps done")
 
     def loop(self, todo, done, running, total):
         while todo or running:
             for step in [s for s in todo if all(a in done for a in s.after)]:
+                self.check_signal()
                 if len(running) >= self.jobs:
                     break
                 todo.remove(step)
                 running[step] = (self.launch(step), time.monotonic())
+                self.note_running(running)
             for step, (proc, started) in list(running.items()):
                 code = proc.poll()
                 if code is None:
                     continue
                 seconds = time.monotonic() - started
                 del running[step]
-                if code != 0:
-                    self.say(f"{clock(time.monotonic() - self.start):>7}  [{len(done):>2}/{total}]  "
-                             f"{step.name}: FAILED after {seconds:.0f} s (exit status {code}); last lines of "
-                             f"its log:")
-                    for line in tail(step.log):
-                        self.say(f"    {line}")
-                    raise SeqKDError(f"step '{step.name}' failed; its log: {step.log}")
-                if step.output != "-" and not os.path.exists(step.output):
-                    os.makedirs(os.path.dirname(os.path.abspath(step.output)), exist_ok=True)
-                    open(step.output, "w").close()
-                done.add(step.name)
-                if self.timings:
-                    with open(self.timings, "a", encoding="utf-8") as f:
-                        f.write(f"{step.name}\t{seconds:.0f}\n")
-                self.say(f"{clock(time.monotonic() - self.start):>7}  [{len(done):>2}/{total}]  "
-                         f"{step.name:<44} {seconds:6.0f} s")
+                self.note_running(running)
+                self.finished(step, code, seconds, done, total)
+            self.check_signal()
             if running and not any(p.poll() is not None for p, _ in running.values()):
                 self.status(running)
-                time.sleep(0.5)
+                self.nap(0.5)
 
-    def stop(self, running):
-        """Stop the steps still running (their outputs are not marked done, so a rerun redoes them)."""
-        for proc, _ in running.values():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc, _ in running.values():
+    def finished(self, step, code, seconds, done, total):
+        """A step's process ended with ``code``: mark it done (exit status 0 only), or stop the run."""
+        prefix = f"{clock(time.monotonic() - self.start):>7}  [{len(done):>2}/{total}]  {step.name}"
+        if code == EXIT_STOPPED:
+            self.say(f"{prefix}: STOPPED (exit status {EXIT_STOPPED}) after {seconds:.0f} s: not done; rerun to "
+                     f"continue")
+            raise StoppedEarly(f"step '{step.name}' stopped early on purpose; rerun the same command to continue; "
+                               f"its log: {step.log}")
+        if code != 0:
+            self.say(f"{prefix}: FAILED after {seconds:.0f} s ({exit_status(code)}); last lines of its log:")
+            for line in tail(step.log):
+                self.say(f"    {line}")
+            raise SeqKDError(f"step '{step.name}' failed; its log: {step.log}")
+        if step.output != "-" and not os.path.exists(step.output):
+            os.makedirs(os.path.dirname(os.path.abspath(step.output)), exist_ok=True)
+            open(step.output, "w").close()
+        done.add(step.name)
+        if self.timings:
+            with open(self.timings, "a", encoding="utf-8") as f:
+                f.write(f"{step.name}\t{seconds:.0f}\n")
+        self.say(f"{clock(time.monotonic() - self.start):>7}  [{len(done):>2}/{total}]  "
+                 f"{step.name:<44} {seconds:6.0f} s")
+
+    def stop(self, running, signum=signal.SIGTERM):
+        """Stop the steps still running: ``signum`` to each one's process group, SIGKILL to the groups still
+        alive after ``grace`` seconds (at once on a second signal). Their outputs are not marked done, so a
+        rerun redoes them."""
+        self.stopping = True
+        steps = {step: proc for step, (proc, _) in running.items()}
+        for proc in steps.values():
+            signal_group(proc.pid, signum)
+        deadline = time.monotonic() + self.grace
+        while not self.hurry and time.monotonic() < deadline:
+            for proc in steps.values():
+                proc.poll()  # reap the leaders that ended
+            if not any(group_alive(proc.pid) for proc in steps.values()):
+                break
+            time.sleep(0.05)
+        killed = [step.name for step, proc in steps.items() if group_alive(proc.pid)]
+        for step, proc in steps.items():
+            if step.name in killed:
+                signal_group(proc.pid, signal.SIGKILL)
+        for proc in steps.values():
             proc.wait()
+        if killed:
+            self.say(f"killed with SIGKILL after {self.grace:g} s: {', '.join(killed)}")
 
 
 def print_plan(steps, out=sys.stdout):
@@ -182,23 +401,62 @@ def print_plan(steps, out=sys.stdout):
         out.write(f"[{step.name}] {step.command}\n")
 
 
+def take_plan(plan, new_plan=None):
+    """The lock of ``plan``, held; with ``new_plan``, that file (checked) replaces ``plan`` once the lock is
+    held, and is removed if another runner holds it."""
+    if new_plan:
+        read_plan(new_plan)
+    try:
+        lock = PlanLock(plan).acquire()
+    except SeqKDError:
+        if new_plan:
+            os.remove(new_plan)
+        raise
+    if new_plan:
+        os.replace(new_plan, plan)
+    return lock
+
+
+def run_plan(args):
+    """Run a plan under its lock, with the handled signals forwarded to its steps (see the docstring)."""
+    lock = take_plan(args.plan, args.new_plan)
+    try:
+        runner = Runner(read_plan(args.plan), jobs=args.jobs, timings=args.timings, grace=args.grace, lock=lock)
+        previous = runner.handle_signals()
+        try:
+            runner.run()
+        finally:
+            runner.restore_signals(previous)
+    finally:
+        lock.release()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m fairseq_seqkd.workflow", description=__doc__.split("\n\n")[0])
     p.add_argument("plan", help="the plan file")
     p.add_argument("--jobs", type=int, default=1, help="steps run at the same time")
     p.add_argument("--timings", help="append 'NAME<TAB>SECONDS' of every finished step to this file")
     p.add_argument("--dry-run", action="store_true", help="print the steps' commands instead of running them")
+    p.add_argument("--grace", type=float, default=GRACE, metavar="SECONDS",
+                   help="on SIGTERM/SIGHUP/SIGINT (or a failing step), seconds the running steps get to end "
+                        "before SIGKILL (default: %(default)g)")
+    p.add_argument("--new-plan", metavar="FILE",
+                   help="replace PLAN by FILE once this runner holds PLAN's lock (FILE is removed if another "
+                        "runner holds it)")
     args = p.parse_args(argv)
     try:
-        steps = read_plan(args.plan)
-        if args.dry_run:
-            print_plan(steps)
-        else:
-            Runner(steps, jobs=args.jobs, timings=args.timings).run()
-    except SeqKDError as e:
-        sys.exit(f"error: {e}")
+        with exit_on_error():
+            if args.dry_run:
+                print_plan(read_plan(args.new_plan or args.plan))
+            else:
+                run_plan(args)
     except OSError as e:
         sys.exit(f"error: {e.filename}: {e.strerror}")
+    except Interrupted as e:
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            sys.stderr.write(f"{e}\n")
+            sys.stderr.flush()
+        sys.exit(128 + e.signum)
     except KeyboardInterrupt:
         sys.exit("interrupted: rerun the same command to resume")
 

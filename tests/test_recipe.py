@@ -182,6 +182,12 @@ def test_every_command_of_the_recipe_parses(preset, tmp_path):
     assert len(proc.stdout.splitlines()) == len(parsed)
     word_kd = [a for a in parsed if getattr(a, "criterion", None) == "word_kd"]
     assert len(word_kd) == 3 and all(a.kd_alpha == 0.5 for a in word_kd)
+    # the report compares with the rows of exactly these names
+    teacher, student = {"tiny": ("1x32", "1x32"), "demo": ("1x256", "1x128"), "full": ("2x500", "2x100")}[preset]
+    (report,) = [a for a in parsed if hasattr(a, "runs")]
+    assert (report.teacher, report.baseline) == (f"Teacher {teacher}", f"Baseline {student}")
+    distills = [a for a in parsed if hasattr(a, "stop_after_batches")]
+    assert len(distills) == 2 and all(a.resume for a in distills)  # a rerun after a kill continues them
     assert os.listdir(tmp_path) == []  # a dry run writes nothing
 
 
@@ -294,6 +300,8 @@ def test_study_runs_differ_only_by_seed(tmp_path):
         same = steps[name].replace("seed-3", "seed-4").replace("--seed 3 ", "--seed 4 ").replace("seed\\ 3", "seed\\ 4")
         assert same == other, name
     assert "--runs " + str(tmp_path / "seed-3") + " " + str(tmp_path / "seed-4") in steps["report over 2 seeds"]
+    for name in ("report over 2 seeds", "seed 3: report"):
+        assert "--teacher Teacher\\ 1x256 --baseline Baseline\\ 1x128 " in steps[name]
     assert os.listdir(tmp_path) == []
 
 

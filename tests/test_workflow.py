@@ -2,11 +2,19 @@
 
 import io
 import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import traceback
 
 import pytest
 
-from fairseq_seqkd.errors import SeqKDError
-from fairseq_seqkd.workflow import Runner, read_plan
+import toydata
+from fairseq_seqkd.errors import SeqKDError, StoppedEarly
+from fairseq_seqkd.workflow import Runner, main, read_plan
 
 
 def write_plan(folder, rows):
@@ -69,14 +77,14 @@ def test_each_step_gets_its_share_of_the_cores(tmp_path):
 def test_a_failing_step_stops_the_run_and_shows_its_log(tmp_path):
     plan = write_plan(tmp_path, [
         ("slow", tmp_path / "slow.done", "-", f"sleep 30; touch {tmp_path / 'slow.finished'}"),
-        ("bad", tmp_path / "bad.done", "-", "echo line one; echo the reason >&2; exit 3"),
+        ("bad", tmp_path / "bad.done", "-", "echo line one; echo the reason >&2; exit 2"),
         ("later", tmp_path / "later.done", "bad", f"touch {tmp_path / 'later.ran'}"),
     ])
     out = io.StringIO()
     with pytest.raises(SeqKDError, match=r"step 'bad' failed; its log: .*logs/bad\.log"):
         Runner(read_plan(plan), jobs=2, out=out).run()
     text = out.getvalue()
-    assert "bad: FAILED after" in text and "(exit status 3)" in text
+    assert "bad: FAILED after" in text and "(exit status 2)" in text
     assert "    line one" in text and "    the reason" in text  # the log's last lines
     assert not (tmp_path / "bad.done").exists() and not (tmp_path / "later.ran").exists()
     # the step running beside it was stopped, and is not marked done (a rerun redoes it)
@@ -103,3 +111,332 @@ def test_malformed_plans_are_refused_with_the_line(tmp_path, line, message):
     path.write_text(line + "\n")
     with pytest.raises(SeqKDError, match=message):
         read_plan(path)
+
+
+# Kills, signals and reruns. The runner runs in a forked copy of this process (``python -m
+# fairseq_seqkd.workflow`` would spend seconds importing fairseq); its steps spawn children of their own, whose
+# pids they write to a file, and no process of a stopped run may survive.
+
+GRACE = 1.5
+
+
+def alive(pid):
+    """Process ``pid`` exists and is not a zombie (one that has ended and only waits to be reaped)."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def wait_for_pids(path, count, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        if path.exists():
+            pids = [int(p) for p in path.read_text().split()]
+            if len(pids) >= count:
+                return pids
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"{path}: fewer than {count} pids after {timeout} s")
+
+
+class Forked:
+    """``main(argv)`` in a forked child: its pid, exit code, stdout and stderr (files in ``folder``)."""
+
+    def __init__(self, argv, folder, name="runner", ignore=()):
+        self.out, self.err = folder / f"{name}.out", folder / f"{name}.err"
+        self.code = None
+        self.pid = os.fork()
+        if self.pid == 0:
+            code = 99
+            try:
+                for fd, path in ((1, self.out), (2, self.err)):
+                    os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+                sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
+                for signum in ignore:  # as nohup does
+                    signal.signal(signum, signal.SIG_IGN)
+                main(argv)
+                code = 0
+            except SystemExit as e:
+                if isinstance(e.code, str):
+                    sys.stderr.write(e.code + "\n")
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+
+    def wait(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while self.code is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.code = os.waitstatus_to_exitcode(status)
+            elif time.monotonic() > deadline:
+                raise AssertionError(f"the runner has not ended after {timeout} s")
+            else:
+                time.sleep(0.05)
+        return self.code
+
+    def kill(self):
+        if self.code is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.wait()
+
+
+@pytest.fixture
+def cleanup():
+    """Runners and pid files to clean up whatever the test's outcome (a failing test leaves no sleeps)."""
+    runners, pid_files = [], []
+    yield runners, pid_files
+    for runner in runners:
+        runner.kill()
+    for path in pid_files:
+        for pid in (int(p) for p in path.read_text().split()) if path.exists() else ():
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+def stubborn(pids):
+    """A step that ignores SIGTERM, SIGHUP and SIGINT, and so does its child: only SIGKILL stops them."""
+    return f"trap '' TERM HUP INT; sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; wait"
+
+
+def family_plan(folder, quick=False):
+    """Two steps that spawn children (one of them stubborn) and a step after both; ``quick``: the same
+    steps, ending at once."""
+    pids = folder / "pids"
+    family = (f"sleep 300 & echo $! >> {pids}; {shlex.quote(sys.executable)} -c 'import time; time.sleep(300)' "
+              f"& echo $! >> {pids}; echo $$ >> {pids}; wait")
+    return write_plan(folder, [
+        ("family", folder / "family.done", "-", "true" if quick else family),
+        ("stubborn", folder / "stubborn.done", "-", "true" if quick else stubborn(pids)),
+        ("after", folder / "after.done", "family,stubborn", f"touch {folder / 'after.ran'}"),
+    ])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_runner_stops_every_process_of_the_run_and_a_rerun_completes(tmp_path, cleanup, signum):
+    runners, pid_files = cleanup
+    plan = family_plan(tmp_path)
+    pid_files.append(tmp_path / "pids")
+    runner = Forked([str(plan), "--jobs", "2", "--grace", str(GRACE)], tmp_path)
+    runners.append(runner)
+    pids = wait_for_pids(tmp_path / "pids", 5)  # family: sleep, python, bash; stubborn: sleep, bash
+    assert all(alive(p) for p in pids)
+    os.kill(runner.pid, signum)
+    start = time.monotonic()
+    code = runner.wait(timeout=GRACE + 10)
+    seconds = time.monotonic() - start
+    assert code == 128 + signum
+    name = signal.Signals(signum).name
+    assert runner.err.read_text().splitlines() == [f"stopped by {name}: rerun the same command to resume"]
+    assert [p for p in pids if alive(p)] == []
+    assert GRACE <= seconds < GRACE + 3  # the stubborn step needed SIGKILL, after the grace period
+    assert runner.out.read_text().splitlines()[-1] == f"killed with SIGKILL after {GRACE:g} s: stubborn"
+    assert not any((tmp_path / f"{n}.done").exists() for n in ("family", "stubborn", "after"))
+    # the same plan again (its steps now quick): every step runs, the run completes
+    family_plan(tmp_path, quick=True)
+    again = Forked([str(plan), "--jobs", "2"], tmp_path, name="again")
+    runners.append(again)
+    assert again.wait() == 0, again.err.read_text()
+    assert again.out.read_text().splitlines()[0].startswith("3 of 3 steps to run")
+    assert all((tmp_path / f"{n}.done").exists() for n in ("family", "stubborn", "after"))
+
+
+def test_a_second_signal_kills_at_once(tmp_path, cleanup):
+    runners, pid_files = cleanup
+    pid_files.append(tmp_path / "pids")
+    plan = write_plan(tmp_path, [("stubborn", tmp_path / "stubborn.done", "-", stubborn(tmp_path / "pids"))])
+    runner = Forked([str(plan), "--grace", "60"], tmp_path)
+    runners.append(runner)
+    pids = wait_for_pids(tmp_path / "pids", 2)
+    os.kill(runner.pid, signal.SIGTERM)
+    time.sleep(0.3)
+    os.kill(runner.pid, signal.SIGINT)  # Ctrl-C while the steps get their grace period
+    assert runner.wait(timeout=10) == 128 + signal.SIGTERM  # the first signal names the stop
+    assert [p for p in pids if alive(p)] == []
+
+
+def test_under_nohup_a_hangup_is_ignored(tmp_path, cleanup):
+    runners, _ = cleanup
+    go = tmp_path / "go"
+    plan = write_plan(tmp_path, [("wait", tmp_path / "wait.done", "-",
+                                  f"echo $$ > {tmp_path / 'started'}; until [ -e {go} ]; do sleep 0.05; done")])
+    runner = Forked([str(plan)], tmp_path, ignore=(signal.SIGHUP,))
+    runners.append(runner)
+    wait_for_pids(tmp_path / "started", 1)
+    os.kill(runner.pid, signal.SIGHUP)
+    time.sleep(0.5)
+    go.touch()
+    assert runner.wait() == 0 and (tmp_path / "wait.done").exists()
+
+
+def test_a_failing_step_stops_a_stubborn_step_beside_it_with_sigkill(tmp_path, cleanup):
+    _, pid_files = cleanup
+    pid_files.append(tmp_path / "pids")
+    plan = write_plan(tmp_path, [
+        ("stubborn", tmp_path / "stubborn.done", "-", stubborn(tmp_path / "pids")),
+        ("bad", tmp_path / "bad.done", "-",
+         f"until [ $(cat {tmp_path / 'pids'} 2>/dev/null | wc -l) -ge 2 ]; do sleep 0.05; done; exit 1"),
+    ])
+    out = io.StringIO()
+    start = time.monotonic()
+    with pytest.raises(SeqKDError, match="step 'bad' failed"):
+        Runner(read_plan(plan), jobs=2, out=out, grace=1).run()
+    assert time.monotonic() - start < 1 + 5
+    pids = wait_for_pids(tmp_path / "pids", 2, timeout=0)
+    assert [p for p in pids if alive(p)] == []
+    assert out.getvalue().splitlines()[-1] == "killed with SIGKILL after 1 s: stubborn"
+
+
+def test_exit_status_3_is_a_deliberate_stop_not_done_and_not_a_failure(tmp_path, capsys):
+    plan = write_plan(tmp_path, [
+        ("slow", tmp_path / "slow.done", "-", f"sleep 30; touch {tmp_path / 'slow.finished'}"),
+        ("distill", tmp_path / "distill.done", "-", f"echo half > {tmp_path / 'distill.out'}; exit 3"),
+        ("later", tmp_path / "later.done", "distill", f"touch {tmp_path / 'later.ran'}"),
+    ])
+    out = io.StringIO()
+    with pytest.raises(StoppedEarly, match=r"step 'distill' stopped early on purpose; rerun the same command"):
+        Runner(read_plan(plan), jobs=2, out=out).run()
+    lines = out.getvalue().splitlines()
+    assert re.search(r"  distill: STOPPED \(exit status 3\) after \d+ s: not done; rerun to continue$", lines[-1])
+    assert "FAILED" not in out.getvalue()
+    assert not (tmp_path / "distill.done").exists() and not (tmp_path / "later.ran").exists()
+    assert not (tmp_path / "slow.finished").exists() and not (tmp_path / "slow.done").exists()
+    # the command line: exit status 3 too, and one line
+    (tmp_path / "plan2.tsv").write_text(plan.read_text().split("\n", 1)[1])  # without the slow step
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path / "plan2.tsv")])
+    assert stopped.value.code == 3
+    assert capsys.readouterr().err.splitlines() == [
+        f"stopped: step 'distill' stopped early on purpose; rerun the same command to continue; its log: "
+        f"{tmp_path / 'logs' / 'distill.log'}"]
+    assert not (tmp_path / "distill.done").exists()
+
+
+def test_a_step_killed_by_sigkill_is_not_done(tmp_path):
+    plan = write_plan(tmp_path, [("victim", tmp_path / "victim.done", "-",
+                                  f"echo started > {tmp_path / 'partial'}; kill -KILL $$; echo never")])
+    out = io.StringIO()
+    with pytest.raises(SeqKDError, match="step 'victim' failed"):
+        Runner(read_plan(plan), out=out).run()
+    assert re.search(r"victim: FAILED after \d+ s \(killed by SIGKILL\)", out.getvalue())
+    assert not (tmp_path / "victim.done").exists() and (tmp_path / "partial").exists()
+
+
+def test_one_runner_per_plan(tmp_path, cleanup):
+    runners, pid_files = cleanup
+    pid_files.append(tmp_path / "pids")
+    plan = write_plan(tmp_path, [("long", tmp_path / "long.done", "-", f"echo $$ >> {tmp_path / 'pids'}; sleep 300")])
+    original = plan.read_text()
+    first = Forked([str(plan)], tmp_path)
+    runners.append(first)
+    wait_for_pids(tmp_path / "pids", 1)
+    new, other = tmp_path / "new.tsv", f"other\t{tmp_path / 'other.done'}\t{tmp_path / 'other.log'}\t-\t0\ttrue\n"
+    new.write_text(other)
+    with pytest.raises(SystemExit) as refused:
+        main([str(plan), "--new-plan", str(new)])
+    assert refused.value.code == (f"error: {plan}: another runner (pid {first.pid}) is running this plan; wait "
+                                  f"for it to end, or stop it with: kill {first.pid}")
+    assert plan.read_text() == original and not new.exists() and not (tmp_path / "other.done").exists()
+    os.kill(first.pid, signal.SIGTERM)
+    assert first.wait() == 128 + signal.SIGTERM
+    # once it has ended, a new plan takes the place of the old one and runs
+    new.write_text(other)
+    main([str(plan), "--new-plan", str(new)])
+    assert plan.read_text() == other and not new.exists() and (tmp_path / "other.done").exists()
+
+
+def test_steps_of_a_runner_killed_by_sigkill_block_a_rerun_and_are_not_done(tmp_path, cleanup):
+    runners, pid_files = cleanup
+    pid_files.append(tmp_path / "pids")
+    quick = tmp_path / "quick"
+    plan = write_plan(tmp_path, [("long", tmp_path / "long.done", "-",
+                                  f"[ -e {quick} ] && exit 0; echo $$ >> {tmp_path / 'pids'}; sleep 300 & wait")])
+    first = Forked([str(plan)], tmp_path)
+    runners.append(first)
+    (group,) = wait_for_pids(tmp_path / "pids", 1)
+    os.kill(first.pid, signal.SIGKILL)  # nothing can be forwarded: the step keeps running
+    assert first.wait() == -signal.SIGKILL and alive(group)
+    rerun = Forked([str(plan)], tmp_path, name="rerun")
+    runners.append(rerun)
+    assert rerun.wait() == 1
+    assert rerun.err.read_text().splitlines() == [
+        f"error: {plan}: steps of an earlier runner that was killed are still running (process groups {group}); "
+        f"wait for them, or stop them with: kill -- -{group}"]
+    os.killpg(group, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while alive(group) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (tmp_path / "long.done").exists()
+    quick.touch()
+    last = Forked([str(plan)], tmp_path, name="last")
+    runners.append(last)
+    assert last.wait() == 0, last.err.read_text()
+    assert last.out.read_text().startswith("1 of 1 steps to run") and (tmp_path / "long.done").exists()
+
+
+STUB = r"""#!/usr/bin/env bash
+# a stand-in for a tool of the recipe: records its arguments (one line, separated by \x1f)
+(IFS=$'\x1f'; echo "$(basename "$0")"$'\x1f'"$*") >> "$STUB_LOG"
+if [ -n "${STUB_SLEEP:-}" ] && [ "$(basename "$0")" = fairseq-train ]; then
+  echo $$ >> "$STUB_PIDS"; sleep 300 & echo $! >> "$STUB_PIDS"; wait
+fi
+"""
+
+
+@pytest.mark.slow  # two starts of the runner, which imports fairseq (seconds each, more on a busy CPU)
+def test_a_recipe_is_one_runner_that_forwards_signals_and_refuses_a_second_one(tmp_path, cleanup):
+    """examples/bible/run.sh with stand-ins for fairseq-train and the seqkd-* tools: the recipe's process is
+    the runner (SIGTERM to it stops the trainings), and a second recipe on the same WORKDIR refuses without
+    touching the running plan."""
+    runners, pid_files = cleanup
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name in ("fairseq-train", "seqkd-prepare", "seqkd-distill", "seqkd-prune", "seqkd-eval", "seqkd-report"):
+        (stubs / name).write_text(STUB)
+        (stubs / name).chmod(0o755)
+    workdir = tmp_path / "work"
+    env = dict(os.environ, PATH=f"{stubs}{os.pathsep}{os.environ['PATH']}", PYTHON=sys.executable,
+               STUB_LOG=str(tmp_path / "calls"), STUB_PIDS=str(tmp_path / "pids"), STUB_SLEEP="1")
+    pid_files.append(tmp_path / "pids")
+    command = ["bash", os.path.join(toydata.REPO, "examples", "bible", "run.sh"), "--preset", "tiny", "--workdir",
+               str(workdir), "--src", "c.xx", "--tgt", "c.yy", "--src-lang", "xx", "--tgt-lang", "yy"]
+    first = subprocess.Popen(command, env=env, cwd=toydata.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        pids = wait_for_pids(tmp_path / "pids", 4, timeout=60)  # teacher and baseline: bash and sleep each
+        plan = (workdir / "plan.tsv").read_text()
+        second = subprocess.run(command, env=env, cwd=toydata.REPO, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert second.stderr.splitlines() == [
+            f"error: {workdir / 'plan.tsv'}: another runner (pid {first.pid}) is running this plan; wait for it "
+            f"to end, or stop it with: kill {first.pid}"]  # the recipe's own pid: it became the runner
+        assert (workdir / "plan.tsv").read_text() == plan
+        assert not [p for p in os.listdir(workdir) if p.startswith(".plan")]  # its plan: removed
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=30)
+        assert first.returncode == 128 + signal.SIGTERM
+        assert err.splitlines()[-1] == "stopped by SIGTERM: rerun the same command to resume"
+        assert [p for p in pids if alive(p)] == []
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    steps = {}
+    for line in plan.splitlines():
+        name, _, _, _, _, step = line.split("\t")
+        steps[name] = shlex.split(step)
+    assert "--resume" in steps["train.seqkd data"] and "--resume" in steps["train.inter data"]
+    report = steps["report"]
+    assert report[report.index("--teacher") + 1] == "Teacher 1x32"
+    assert report[report.index("--baseline") + 1] == "Baseline 1x32"

@@ -13,6 +13,8 @@
 # --src/--tgt: your own parallel text instead of the Bible (any preset); --title names it in the reports.
 # --jobs N: steps run at the same time (default 2). --gpus N: use N GPUs.
 # Every step is skipped when its output exists, so rerunning resumes; --dry-run prints the commands.
+# Ctrl-C, SIGTERM or SIGHUP stop the running steps too (SIGKILL after 10 s); rerun the same command to resume
+# (examples/pipeline.sh, "Kills and reruns"). One run at a time per WORKDIR.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../pipeline.sh"

@@ -7,9 +7,21 @@ with the original data's dictionaries, its valid/test sets copied alongside).
 
 import logging
 import os
+import re
 import shutil
 
+from fairseq_seqkd.textio import atomic_dir
+
 logger = logging.getLogger(__name__)
+
+#: A training split's files: ``train.*`` and the extra shards fairseq loads beside it (``train1.*``, ...).
+_TRAIN_FILE = re.compile(r"^train\d*\.")
+
+
+def copied_from_data(name):
+    """Whether a file of the original data folder goes into the new one: not its training split and extra
+    training shards (they would be loaded beside the new training data), dictionaries or log."""
+    return not (_TRAIN_FILE.match(name) or name.startswith(("dict.", "preprocess.log")))
 
 
 def binarize(dest, src_lang, tgt_lang, trainpref, validpref=None, testpref=None, srcdict=None, tgtdict=None,
@@ -18,29 +30,25 @@ def binarize(dest, src_lang, tgt_lang, trainpref, validpref=None, testpref=None,
 
     With ``srcdict``/``tgtdict`` the given dictionaries are used, else fairseq builds them from the
     training text. ``copy_from``: a binarized data folder whose files other than the training split and
-    the dictionaries (its valid/test sets) are copied into ``dest``. Everything is written into a staging
-    folder that replaces ``dest`` only at the end.
+    the dictionaries (its valid/test sets; not ``train1.*``, ``train2.*``, ..., which fairseq would load as
+    training data) are copied into ``dest``. Everything is written into a temporary folder that replaces
+    ``dest`` only at the end (:func:`~fairseq_seqkd.textio.atomic_dir`).
     """
     from fairseq import options
     from fairseq_cli import preprocess
 
-    staging = dest.rstrip("/") + ".tmp"
-    if os.path.exists(staging):
-        shutil.rmtree(staging)  # a leftover of an interrupted run
-    argv = ["--source-lang", src_lang, "--target-lang", tgt_lang, "--trainpref", trainpref, "--destdir", staging,
-            "--workers", str(workers)]
-    for flag, value in (("--validpref", validpref), ("--testpref", testpref), ("--srcdict", srcdict),
-                        ("--tgtdict", tgtdict)):
-        if value:
-            argv += [flag, value]
-    preprocess.main(options.get_preprocessing_parser().parse_args(argv))
-    if copy_from:
-        for name in os.listdir(copy_from):
-            if not name.startswith(("train.", "dict.", "preprocess.log")):
-                shutil.copy(os.path.join(copy_from, name), staging)
-    if os.path.exists(dest):
-        shutil.rmtree(dest)
-    os.replace(staging, dest)
+    with atomic_dir(dest) as staging:
+        argv = ["--source-lang", src_lang, "--target-lang", tgt_lang, "--trainpref", trainpref, "--destdir",
+                staging, "--workers", str(workers)]
+        for flag, value in (("--validpref", validpref), ("--testpref", testpref), ("--srcdict", srcdict),
+                            ("--tgtdict", tgtdict)):
+            if value:
+                argv += [flag, value]
+        preprocess.main(options.get_preprocessing_parser().parse_args(argv))
+        if copy_from:
+            for name in sorted(os.listdir(copy_from)):
+                if copied_from_data(name):
+                    shutil.copy(os.path.join(copy_from, name), staging)
     logger.info("binarized into %s (train from %s.{%s,%s}%s)", dest, trainpref, src_lang, tgt_lang,
                 f"; valid/test from {copy_from}" if copy_from else "")
     return dest

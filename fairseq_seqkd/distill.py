@@ -4,25 +4,38 @@ reference by sentence BLEU.
 
 Batches are fixed once for the whole split (fairseq's length-sorted batching, :mod:`fairseq_seqkd.generation`)
 and shard I of N decodes batches I, I+N, I+2N, ... Every finished batch is appended to the shard's journal
-(``OUT.shard-I-of-N.jsonl``), so a killed run continues where it stopped (``resume``) and the shards merged
-give exactly the output of one uninterrupted run: each sentence is decoded in the same batch. The merge
-writes ``OUT.SRC`` and ``OUT.TGT`` in corpus order, atomically, only when every shard is finished.
+(``OUT.shard-I-of-N.jsonl``, :class:`ShardJournal`), so the shards merged give exactly the output of one
+uninterrupted run: each sentence is decoded in the same batch. The merge writes ``OUT.SRC`` and ``OUT.TGT``
+(and ``OUT.kbest``) in corpus order, atomically, only when every shard is finished, without holding the
+corpus in memory: an on-disk index of where each sentence lies in the journals, then one pass in id order.
+
+What a rerun does: a run killed anywhere and rerun with the same options (and ``--resume``) continues from
+its journal (a batch is in it whole or not at all) and ends with the same bytes as an uninterrupted run.
+The journals are removed only when the whole step, merge *and* ``--binarize``, has succeeded, so a rerun
+after a failed or killed merge or binarization only merges (and binarizes) again. A journal has one writer:
+a run holds an exclusive ``flock`` on it from start to end (merges take all of them), and a second run on
+it stops at once; the lock dies with its process, so a killed run never leaves a stale one. The journal
+names the teacher by path *and* content (sha256): a resume after the checkpoint changed, and a merge of
+shards decoded with different versions of it, are refused.
+``--stop-after-batches`` ends with :class:`~fairseq_seqkd.errors.StoppedEarly` (exit status 3).
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import sys
 import time
-from typing import Optional
+from typing import Dict, List, Optional
 
 from fairseq_seqkd.binarize import binarize
-from fairseq_seqkd.errors import SeqKDError
-from fairseq_seqkd.kbest import Sentence, in_id_order, write_kbest_file
+from fairseq_seqkd.errors import SeqKDError, StoppedEarly
+from fairseq_seqkd.kbest import Sentence, kbest_header, write_kbest_rows
 from fairseq_seqkd.selection import select_sentences
-from fairseq_seqkd.textio import atomic_write_lines
+from fairseq_seqkd.textio import atomic_open
 
 logger = logging.getLogger("seqkd-distill")
 
@@ -31,7 +44,11 @@ OUTPUT_OPTIONS = ("data", "path", "subset", "source_lang", "target_lang", "beam"
                   "remove_bpe", "write_kbest", "max_tokens", "batch_size", "max_len_a", "max_len_b",
                   "lenpen", "num_shards", "fp16")
 
+#: The journal format (the header's ``seqkd_distill``); 1 was one line per batch, kept whole in memory.
+JOURNAL_FORMAT = 2
 
+#: Sentences per block when the merge reads its index (a bounded slice of an on-disk array).
+_INDEX_BLOCK = 1024
 @dataclasses.dataclass
 class DistillOptions:
     """What seqkd-distill does (its command-line options, same names)."""
@@ -87,78 +104,213 @@ def journal_path(prefix, shard_id, num_shards):
     return f"{prefix}.shard-{shard_id}-of-{num_shards}.jsonl"
 
 
+def file_sha256(path, chunk=1 << 20):
+    """The sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sentence_id(raw):
+    """The id of a sentence line (``{"id": N, ...}``, as :meth:`ShardJournal.commit` writes it), else None."""
+    if raw.startswith(b'{"id": '):
+        end = raw.find(b",", 7)
+        if end > 7 and raw[7:end].isdigit():
+            return int(raw[7:end])
+    return None
+
+
 class ShardJournal:
-    """The append-only record of the finished batches of one shard (JSON lines; the first is the header)."""
+    """The append-only record of the finished batches of one shard, locked by its one user.
 
-    def __init__(self, path, header):
-        self.path, self.header = path, header
-        self.batches, self.complete = {}, False
+    JSON lines: a header (``{"seqkd_distill": 2, "config": ..., "shard_id": I}``), then for every finished
+    batch one line per sentence (``{"id": ..., "src": ..., "tgt": ...[, "ref": ..., "hyps": ...]}``) and a
+    commit line ``{"batch": J, "n": COUNT}``, and ``{"complete": true, "batches": B}`` at the end. Lines
+    after the last commit (a kill in the middle of a batch) do not count; a writer cuts them off. In memory
+    only the numbers of the finished batches are kept.
+    """
 
-    def load(self):
-        """Read a previous run; drop a last line cut short by a kill."""
-        with open(self.path, "rb") as f:
-            raw = f.read()
-        lines = raw.split(b"\n")
-        keep = len(raw)
-        if lines and lines[-1] != b"":  # a partial last line
-            keep -= len(lines[-1])
-            logger.info("%s: dropping an incomplete last line (the run was killed while writing)", self.path)
-        lines = [line for line in raw[:keep].split(b"\n") if line]
-        if not lines:
-            raise SeqKDError(f"{self.path}: empty run file; remove it and start again")
-        try:
-            records = [json.loads(line) for line in lines]
-        except json.JSONDecodeError as e:
-            raise SeqKDError(f"{self.path}: corrupt line ({e.msg}); remove it and start again") from None
-        if records[0].get("config") != self.header["config"]:
-            old = records[0].get("config", {})
-            changed = sorted(k for k in self.header["config"] if old.get(k) != self.header["config"][k])
-            raise SeqKDError(f"{self.path} was started with other options ({', '.join(changed)}); use the same "
-                             f"options or remove it")
-        for rec in records[1:]:
-            if rec.get("complete"):
-                self.complete = True
-            else:
-                self.batches[rec["batch"]] = rec["sentences"]
-        if keep != len(raw):
-            with open(self.path, "r+b") as f:
-                f.truncate(keep)
+    def __init__(self, path, file):
+        self.path, self._file = path, file
+        self.header: Optional[dict] = None
+        self.batches, self.sentences, self.complete = set(), 0, False
 
     @classmethod
-    def read(cls, path):
-        """A journal as it is on disk (for the merge)."""
-        with open(path, encoding="utf-8") as f:
-            header = json.loads(f.readline())
-        journal = cls(path, header)
-        journal.load()
-        return journal
+    def open(cls, path, create=False):
+        """The journal at ``path`` (created empty if ``create``), locked for this process until
+        :meth:`close`; SeqKDError if another process holds it."""
+        try:
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
+        except FileNotFoundError:
+            raise SeqKDError(f"{path}: missing") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # read-write fd: flock over NFS needs it
+        except BlockingIOError:
+            os.close(fd)
+            raise SeqKDError(f"{path}: in use by another seqkd-distill run (locked); wait for it to end, or "
+                             f"stop it") from None
+        same = os.fstat(fd)
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (same.st_dev, same.st_ino):
+            os.close(fd)  # the run that held it finished and removed it just before we locked it
+            raise SeqKDError(f"{path}: removed by another seqkd-distill run while this one started; run again")
+        return cls(path, os.fdopen(fd, "r+b"))
 
-    def start(self):
-        with open(self.path, "w", encoding="utf-8") as f:
-            f.write(json.dumps(self.header) + "\n")
+    def close(self):
+        """Release the lock."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
-    def append(self, record):
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
+    def _error(self, number, message):
+        return SeqKDError(f"{self.path}:{number}: {message}")
+
+    def _record(self, raw, number):
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise self._error(number, f"corrupt line ({getattr(e, 'msg', e)}), not a torn last line: the "
+                                      f"journal was damaged; cut it before this line to keep the batches "
+                                      f"before it, or remove it") from None
+        if not isinstance(record, dict):
+            raise self._error(number, "not a journal record")
+        return record
+
+    def _check_header(self, record):
+        version = record.get("seqkd_distill")
+        if version != JOURNAL_FORMAT:
+            if isinstance(version, int) and version < JOURNAL_FORMAT:
+                raise SeqKDError(f"{self.path}: a journal of an older seqkd-distill (format {version}); "
+                                 f"finish it with that version, or remove it to start again")
+            raise SeqKDError(f"{self.path}: not a seqkd-distill journal (format {version!r})")
+        if not isinstance(record.get("config"), dict):
+            raise self._error(1, "the header has no config")
+
+    def scan(self, on_batch=None, validate=False):
+        """Read the journal line by line: its header, finished batches and completion. ``on_batch(j,
+        [(sentence id, byte offset, line number), ...])`` for each finished batch; ``validate``: parse the
+        sentence lines too (else only their ids are read). Returns the byte offset after the last record
+        that counts (a torn last line and an unfinished batch do not)."""
+        f = self._file
+        f.seek(0)
+        self.header, self.batches, self.sentences, self.complete = None, set(), 0, False
+        offset = end = number = 0
+        pending = []
+        for raw in f:
+            number += 1
+            start, offset = offset, offset + len(raw)
+            if not raw.endswith(b"\n"):
+                logger.info("%s: dropping an incomplete last line (the run was killed while writing)", self.path)
+                break
+            if number == 1:
+                record = self._record(raw, number)
+                self._check_header(record)
+                self.header, end = record, offset
+                continue
+            if self.complete:
+                raise self._error(number, "a line after the end of the journal")
+            sid = _sentence_id(raw)
+            if sid is not None:
+                if validate and self._record(raw, number).get("id") != sid:
+                    raise self._error(number, "not a journal record")
+                pending.append((sid, start, number))
+                continue
+            record = self._record(raw, number)
+            if "batch" in record:
+                j, n = record["batch"], record.get("n")
+                if n != len(pending):
+                    raise self._error(number, f"batch {j} commits {n} sentences, {len(pending)} lines precede it")
+                if j in self.batches:
+                    raise self._error(number, f"batch {j} appears twice")
+                if on_batch is not None:
+                    on_batch(j, pending)
+                self.batches.add(j)
+                self.sentences += n
+                pending, end = [], offset
+            elif record.get("complete"):
+                if pending:
+                    raise self._error(number, f"{len(pending)} sentence lines without a batch commit before the end")
+                self.complete, end = True, offset
+            else:
+                raise self._error(number, "not a journal record")
+        if pending:
+            logger.info("%s: dropping %d sentences of an unfinished batch (the run was killed while writing it)",
+                        self.path, len(pending))
+        return end
+
+    def resume(self, header):
+        """Continue the journal as a writer: check it was started with ``header``'s config (a new or empty
+        journal gets the header), cut off what does not count."""
+        end = self.scan(validate=True) if os.fstat(self._file.fileno()).st_size else 0
+        if self.header is None:  # new, or killed before its header was written
+            self._file.seek(0)
+            self._file.truncate()
+            self._write(json.dumps(header) + "\n")
+            self.header = header
+            return
+        check_same_config(self.header["config"], header["config"], self.path)
+        self._file.seek(end)
+        self._file.truncate()
+
+    def _write(self, text):
+        self._file.write(text.encode("utf-8"))
+        self._file.flush()
+
+    def commit(self, j, records):
+        """Append a finished batch: its sentences (dicts whose first key is ``id``), then its commit line."""
+        lines = [json.dumps(record, ensure_ascii=False) for record in records]
+        lines.append(json.dumps({"batch": j, "n": len(records)}))
+        self._write("\n".join(lines) + "\n")
+        self.batches.add(j)
+        self.sentences += len(records)
 
     def finish(self):
-        self.append({"complete": True, "batches": len(self.batches)})
+        self._write(json.dumps({"complete": True, "batches": len(self.batches)}) + "\n")
         self.complete = True
 
+    def read_sentence(self, offset, number, sid):
+        """The sentence line at ``offset`` (line ``number``), checked to be sentence ``sid``."""
+        self._file.seek(offset)
+        record = self._record(self._file.readline(), number)
+        if record.get("id") != sid:
+            raise self._error(number, f"expected sentence {sid}, found {record.get('id')!r}")
+        return record
 
-def _journal_config(options, data_info):
+
+def check_same_config(old, new, old_path, new_path=None):
+    """SeqKDError unless two journal configs are the same (``new_path`` None: ``new`` is this run's); a
+    changed teacher checkpoint is named."""
+    if old == new:
+        return
+    if old.get("teacher_sha256") != new.get("teacher_sha256"):
+        where = f"in {new_path}" if new_path else "now"
+        raise SeqKDError(f"{new.get('path')}: the teacher checkpoint changed (sha256 {old.get('teacher_sha256')} "
+                         f"in {old_path}, {new.get('teacher_sha256')} {where}): one corpus would mix two "
+                         f"teachers; restore the checkpoint, or remove the journal(s) of the other one")
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if new_path is None:
+        raise SeqKDError(f"{old_path} was started with other options ({', '.join(changed)}); use the same "
+                         f"options or remove it")
+    raise SeqKDError(f"{new_path} and {old_path} were made with different options ({', '.join(changed)})")
+
+
+def _journal_config(options, data_info, teacher_sha256):
     config = {k: getattr(options, k) for k in OUTPUT_OPTIONS}
     config["data"] = os.path.abspath(options.data)
     config["path"] = os.path.abspath(options.path)
+    config["teacher_sha256"] = teacher_sha256
     config.update(data_info)
     return config
 
 
 def generate_shard(options: DistillOptions) -> ShardJournal:
-    """Decode this shard's batches that its journal does not hold yet; return the journal."""
-    from tqdm import tqdm
-
+    """Decode this shard's batches that its journal does not hold yet; return the journal, finished and
+    still locked (:meth:`ShardJournal.close` releases it). StoppedEarly after ``stop_after_batches``."""
     from fairseq_seqkd import generation
 
     path = journal_path(options.out_prefix, options.shard_id, options.num_shards)
@@ -175,13 +327,24 @@ def generate_shard(options: DistillOptions) -> ShardJournal:
     data_info = {"source_lang": task.cfg.source_lang, "target_lang": task.cfg.target_lang,
                  "sentences": len(dataset), "batches": len(batches),
                  "batch_digest": hashlib.sha1(b"".join(b.tobytes() for b in batches)).hexdigest()}
-    journal = ShardJournal(path, {"seqkd_distill": 1, "config": _journal_config(options, data_info),
-                                  "shard_id": options.shard_id})
-    if os.path.exists(path):
-        journal.load()
-    else:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        journal.start()
+    header = {"seqkd_distill": JOURNAL_FORMAT, "config": _journal_config(options, data_info, file_sha256(options.path)),
+              "shard_id": options.shard_id}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    journal = ShardJournal.open(path, create=True)
+    try:
+        journal.resume(header)
+        _decode(options, journal, task, dataset, model, use_cuda, batches)
+    except BaseException:
+        journal.close()
+        raise
+    return journal
+
+
+def _decode(options, journal, task, dataset, model, use_cuda, batches):
+    from tqdm import tqdm
+
+    from fairseq_seqkd import generation
+
     shard, shards = options.shard_id, options.num_shards
     mine = [(j, b) for j, b in enumerate(batches) if j % shards == shard]
     todo = [(j, b) for j, b in mine if j not in journal.batches]
@@ -190,7 +353,7 @@ def generate_shard(options: DistillOptions) -> ShardJournal:
         if not journal.complete:
             journal.finish()
         logger.info("shard %d of %d: all %d batches done already", shard, shards, len(mine))
-        return journal
+        return
     generator = generation.Generator(task, model, beam=options.beam, nbest=options.nbest,
                                      max_len_a=options.max_len_a, max_len_b=options.max_len_b, lenpen=options.lenpen)
     logger.info("shard %d of %d: %d of %d batches to decode (%d sentences in the shard, %d in %s), beam %d, %s",
@@ -202,9 +365,9 @@ def generate_shard(options: DistillOptions) -> ShardJournal:
     try:
         for count, (j, batch) in enumerate(todo):
             if options.stop_after_batches and count >= options.stop_after_batches:
-                logger.info("stopping after %d batches as asked (--stop-after-batches); continue with --resume",
-                            count)
-                return journal
+                raise StoppedEarly(f"after {count} batches, as asked (--stop-after-batches): "
+                                   f"{len(journal.batches)} of the {len(mine)} batches of shard {shard} of "
+                                   f"{shards} are done, in {journal.path}; rerun with --resume to continue")
             sample = generation.collate(dataset, batch, use_cuda)
             entries = generator.kbest_sentences(sample, generator.generate(sample))
             records = []
@@ -214,54 +377,141 @@ def generate_shard(options: DistillOptions) -> ShardJournal:
                     record["ref"] = entry.reference
                     record["hyps"] = entry.hyps
                 records.append(record)
-            journal.append({"batch": j, "sentences": records})
-            journal.batches[j] = records
+            journal.commit(j, records)
             decoded += len(batch)
             bar.update(len(batch))
     except KeyboardInterrupt:
-        raise SeqKDError(f"interrupted: {len(journal.batches)} of {len(mine)} batches are in {path}; continue "
-                         f"with --resume") from None
+        raise SeqKDError(f"interrupted: {len(journal.batches)} of {len(mine)} batches are in {journal.path}; "
+                         f"continue with --resume") from None
     finally:
         bar.close()
     journal.finish()
     seconds = time.time() - start
     logger.info("shard %d of %d: decoded %d sentences in %.1fs (%.1f sentences/s)", shard, shards, decoded,
                 seconds, decoded / max(seconds, 1e-9))
-    return journal
 
 
-def merge_shards(out_prefix, num_shards):
-    """Collect the finished shards into OUT.SRC / OUT.TGT (/ OUT.kbest), in corpus order; remove the
-    journals. Returns the shards' common configuration."""
+def open_shards(out_prefix, num_shards, held: Optional[Dict[int, ShardJournal]] = None) -> List[ShardJournal]:
+    """Every shard's journal, locked (``held``: those this process holds already) and its header checked
+    against the first one's."""
+    held = held or {}
     journals = []
-    for shard in range(num_shards):
-        path = journal_path(out_prefix, shard, num_shards)
-        if not os.path.exists(path):
-            raise SeqKDError(f"{path}: missing (shard {shard} of {num_shards} has not run)")
-        journal = ShardJournal.read(path)
-        if not journal.complete:
-            raise SeqKDError(f"{path}: shard {shard} is not finished; run it (again) with --resume")
-        journals.append(journal)
+    try:
+        for shard in range(num_shards):
+            if shard in held:
+                journal = held[shard]
+            else:
+                path = journal_path(out_prefix, shard, num_shards)
+                if not os.path.exists(path):
+                    raise SeqKDError(f"{path}: missing (shard {shard} of {num_shards} has not run)")
+                journal = ShardJournal.open(path)
+            journals.append(journal)
+            journal.header = _read_header(journal)
+            if journal.header is None:
+                raise SeqKDError(f"{journal.path}: shard {shard} is not finished; run it (again) with --resume")
+            if journal.header.get("shard_id") != shard:
+                raise SeqKDError(f"{journal.path}: the journal of shard {journal.header.get('shard_id')}, not {shard}")
+            check_same_config(journals[0].header["config"], journal.header["config"], journals[0].path,
+                              journal.path if shard else None)
+    except BaseException:
+        for journal in journals:
+            if journal not in held.values():
+                journal.close()
+        raise
+    return journals
+
+
+def _read_header(journal):
+    f = journal._file
+    f.seek(0)
+    raw = f.readline()
+    if not raw.endswith(b"\n"):
+        return None
+    header = journal._record(raw, 1)
+    journal._check_header(header)
+    return header
+
+
+def merge_shards(out_prefix, num_shards, held: Optional[Dict[int, ShardJournal]] = None):
+    """Collect the finished shards into OUT.SRC / OUT.TGT (/ OUT.kbest), in corpus order. The journals
+    stay (:func:`distill` removes them once the whole step succeeded). Returns the shards' common
+    configuration. Memory does not grow with the corpus: a pass over each journal puts where each
+    sentence lies into an on-disk index (``OUT.merge-N.index.tmp``, removed at the end), then the
+    outputs are written in id order by seeking into the journals."""
+    journals = open_shards(out_prefix, num_shards, held)
+    try:
+        return _merge(out_prefix, journals)
+    finally:
+        for journal in journals:
+            if journal not in (held or {}).values():
+                journal.close()
+
+
+def _merge(out_prefix, journals):
+    import numpy as np
+
     config = journals[0].header["config"]
-    for journal in journals[1:]:
-        if journal.header["config"] != config:
-            raise SeqKDError(f"{journal.path} and {journals[0].path} were made with different options")
-    records = sorted(((rec["id"], 0, rec) for journal in journals for batch in journal.batches.values()
-                      for rec in batch), key=lambda item: item[0])
-    sentences = list(in_id_order(journal_path(out_prefix, "*", num_shards), records, config["sentences"],
-                                 expected_from="the data"))
-    src, tgt = config["source_lang"], config["target_lang"]
-    atomic_write_lines(f"{out_prefix}.{src}", [s["src"] for s in sentences])
-    atomic_write_lines(f"{out_prefix}.{tgt}", [s["tgt"] for s in sentences])
-    if config["write_kbest"]:
-        write_kbest_file(f"{out_prefix}.kbest",
-                         [Sentence(s["id"], s["src"], s["ref"], [tuple(h) for h in s["hyps"]]) for s in sentences],
-                         config["nbest"])
-    empty = sum(1 for s in sentences if not s["tgt"].strip())
-    logger.info("wrote %s.{%s,%s}: %d sentences (%d empty outputs)%s", out_prefix, src, tgt, len(sentences), empty,
-                f" and {out_prefix}.kbest" if config["write_kbest"] else "")
-    for journal in journals:
-        os.remove(journal.path)
+    n = config["sentences"]
+    index_path = f"{out_prefix}.merge-{len(journals)}.index.tmp"
+    index = np.memmap(index_path, dtype=np.int64, mode="w+", shape=(max(n, 1), 3))  # shard, offset, line
+    try:
+        index[:] = -1
+        for shard, journal in enumerate(journals):
+            _index_shard(journal, shard, index, n)
+        _check_all_indexed(out_prefix, len(journals), index, n)
+        return _write_outputs(out_prefix, config, journals, index, n)
+    finally:
+        del index
+        os.remove(index_path)
+
+
+def _index_shard(journal, shard, index, n):
+    import numpy as np
+
+    def on_batch(j, sentences):
+        rows = np.array([(shard, offset, line) for _, offset, line in sentences], dtype=np.int64).reshape(-1, 3)
+        ids = np.array([sid for sid, _, _ in sentences], dtype=np.int64)
+        if len(ids) and (ids.max() >= n or len(np.unique(ids)) != len(ids) or (index[ids, 0] >= 0).any()):
+            for sid, _, line in sentences:
+                if sid >= n:
+                    raise journal._error(line, f"sentence {sid} beyond the {n} of the data")
+                if index[sid, 0] >= 0 or sum(s == sid for s, _, _ in sentences) > 1:
+                    raise journal._error(line, f"sentence {sid} is in the journals twice")
+        index[ids] = rows
+
+    journal.scan(on_batch)
+    if not journal.complete:
+        shard_id = journal.header.get("shard_id", shard)
+        raise SeqKDError(f"{journal.path}: shard {shard_id} is not finished; run it (again) with --resume")
+
+
+def _check_all_indexed(out_prefix, num_shards, index, n):
+    for start in range(0, n, _INDEX_BLOCK):
+        missing = (index[start:start + _INDEX_BLOCK, 0] < 0).nonzero()[0]
+        if len(missing):
+            raise SeqKDError(f"{journal_path(out_prefix, '*', num_shards)}: sentence {start + int(missing[0])} of "
+                             f"the {n} of the data is in no journal")
+
+
+def _write_outputs(out_prefix, config, journals, index, n):
+    src, tgt, kbest = config["source_lang"], config["target_lang"], config["write_kbest"]
+    empty = 0
+    with contextlib.ExitStack() as stack:
+        out_src = stack.enter_context(atomic_open(f"{out_prefix}.{src}"))
+        out_tgt = stack.enter_context(atomic_open(f"{out_prefix}.{tgt}"))
+        out_kbest = stack.enter_context(atomic_open(f"{out_prefix}.kbest")) if kbest else None
+        if kbest:
+            out_kbest.write(kbest_header(n, config["nbest"]))
+        for start in range(0, n, _INDEX_BLOCK):
+            for sid, (shard, offset, line) in enumerate(index[start:start + _INDEX_BLOCK].tolist(), start):
+                s = journals[shard].read_sentence(offset, line, sid)
+                out_src.write(s["src"] + "\n")
+                out_tgt.write(s["tgt"] + "\n")
+                empty += not s["tgt"].strip()
+                if kbest:
+                    write_kbest_rows(out_kbest, Sentence(sid, s["src"], s["ref"], [tuple(h) for h in s["hyps"]]))
+    logger.info("wrote %s.{%s,%s}: %d sentences (%d empty outputs)%s", out_prefix, src, tgt, n, empty,
+                f" and {out_prefix}.kbest" if kbest else "")
     return config
 
 
@@ -274,19 +524,26 @@ def binarize_distilled(prefix, config, dest):
 
 def distill(options: DistillOptions):
     """Run seqkd-distill: decode this shard (unless ``merge``), then merge and binarize when the output is
-    complete. Returns the configuration of the merged output, or None when shards remain (or the run
-    stopped early on purpose)."""
+    complete, and only then remove the journals. Returns the configuration of the merged output, or None
+    when shards remain; StoppedEarly when it stopped early on purpose (``stop_after_batches``)."""
     options = options.checked()
-    if not options.merge:
-        journal = generate_shard(options)
-        if not journal.complete:
-            return None  # stopped early on purpose (--stop-after-batches)
-        if options.num_shards > 1:
-            logger.info("shard %d done; when all %d shards are done: seqkd-distill --merge --out-prefix %s "
-                        "--num-shards %d", options.shard_id, options.num_shards, options.out_prefix,
-                        options.num_shards)
-            return None
-    config = merge_shards(options.out_prefix, options.num_shards)
-    if options.binarize:
-        binarize_distilled(options.out_prefix, config, options.binarize)
-    return config
+    held = {}
+    try:
+        if not options.merge:
+            held[options.shard_id] = generate_shard(options)
+            if options.num_shards > 1:
+                logger.info("shard %d done; when all %d shards are done: seqkd-distill --merge --out-prefix %s "
+                            "--num-shards %d", options.shard_id, options.num_shards, options.out_prefix,
+                            options.num_shards)
+                return None
+        journals = open_shards(options.out_prefix, options.num_shards, held)
+        held.update(enumerate(journals))
+        config = _merge(options.out_prefix, journals)
+        if options.binarize:
+            binarize_distilled(options.out_prefix, config, options.binarize)
+        for journal in journals:
+            os.remove(journal.path)  # still locked: no run can take it up in between
+        return config
+    finally:
+        for journal in held.values():
+            journal.close()

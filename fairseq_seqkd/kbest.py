@@ -264,14 +264,24 @@ def check_sentence(path, entry, need_reference=False, need_source=False):
         raise KBestError(path, entry.first_line, f"sentence {entry.id} has no source (S-) line")
 
 
+def kbest_header(sentences, nbest):
+    """The first line of our K-best file, for ``sentences`` sentences of ``nbest`` hypotheses."""
+    return f"{HEADER}\tv1\tsentences={sentences}\tnbest={nbest}\n"
+
+
+def write_kbest_rows(f, s: Sentence):
+    """Write the rows of one sentence to the text file ``f`` (to stream a K-best file in id order)."""
+    if s.source is not None:
+        f.write(f"{s.id}\tS\t\t{s.source}\n")
+    if s.reference is not None:
+        f.write(f"{s.id}\tT\t\t{s.reference}\n")
+    for rank, (score, text) in enumerate(s.hyps):
+        f.write(f"{s.id}\t{rank}\t{score}\t{text}\n")
+
+
 def write_kbest_file(path, sentences, nbest):
     """Write sentences (in the given order, which should be id order) atomically."""
     with atomic_open(path) as f:
-        f.write(f"{HEADER}\tv1\tsentences={len(sentences)}\tnbest={nbest}\n")
+        f.write(kbest_header(len(sentences), nbest))
         for s in sentences:
-            if s.source is not None:
-                f.write(f"{s.id}\tS\t\t{s.source}\n")
-            if s.reference is not None:
-                f.write(f"{s.id}\tT\t\t{s.reference}\n")
-            for rank, (score, text) in enumerate(s.hyps):
-                f.write(f"{s.id}\t{rank}\t{score}\t{text}\n")
+            write_kbest_rows(f, s)

@@ -2,6 +2,7 @@
 shards, resume, Seq-Inter, errors."""
 
 import filecmp
+import json
 import os
 
 import pytest
@@ -9,7 +10,7 @@ import sacrebleu
 
 import toydata
 from fairseq_seqkd.distill import DistillOptions, distill
-from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.errors import SeqKDError, StoppedEarly
 from fairseq_seqkd.kbest import read_kbest
 
 
@@ -61,7 +62,8 @@ def test_merge_refuses_missing_and_unfinished_shards(toy_data, toy_model, tmp_pa
     run(toy_data, toy_model, prefix, num_shards=2, shard_id=0)
     with pytest.raises(SeqKDError, match="shard-1-of-2.jsonl: missing"):
         merge(prefix, 2)
-    run(toy_data, toy_model, prefix, num_shards=2, shard_id=1, stop_after_batches=2)  # stopped half-way
+    with pytest.raises(StoppedEarly, match="2 of the 19 batches of shard 1 of 2 are done.*rerun with --resume"):
+        run(toy_data, toy_model, prefix, num_shards=2, shard_id=1, stop_after_batches=2)  # stopped half-way
     with pytest.raises(SeqKDError, match=r"shard-1-of-2.jsonl: shard 1 is not finished; run it \(again\) with --resume"):
         merge(prefix, 2)
     assert sorted(os.listdir(tmp_path)) == ["train.kd.shard-0-of-2.jsonl", "train.kd.shard-1-of-2.jsonl"]
@@ -72,9 +74,11 @@ def test_merge_refuses_missing_and_unfinished_shards(toy_data, toy_model, tmp_pa
 
 def test_resume_after_a_kill_equals_uninterrupted(plain, toy_data, toy_model, tmp_path):
     prefix = tmp_path / "train.kd"
-    run(toy_data, toy_model, prefix, beam=5, stop_after_batches=11)
+    with pytest.raises(StoppedEarly, match="11 of the 38 batches"):
+        run(toy_data, toy_model, prefix, beam=5, stop_after_batches=11)
     state = tmp_path / "train.kd.shard-0-of-1.jsonl"
-    assert not os.path.exists(f"{prefix}.tgt") and len(lines(state)) == 1 + 11
+    commits = [json.loads(line)["batch"] for line in lines(state) if line.startswith('{"batch"')]
+    assert not os.path.exists(f"{prefix}.tgt") and len(commits) == 11
     with open(state, "a") as f:  # killed in the middle of writing the next batch
         f.write('{"batch": 3, "sentences": [{"id": 7, "src": "s1')
     with pytest.raises(SeqKDError, match="exists .* add --resume"):

@@ -19,6 +19,16 @@ shard I of N decodes batches I, I+N, I+2N, ... and every finished batch is
 appended to OUT.shard-I-of-N.jsonl. So a killed run continues with
 ``--resume`` and a sharded run merged with ``--merge`` give exactly the
 output of one uninterrupted run: each sentence is decoded in the same batch.
+
+Rerunning: killed anywhere (decoding, merge or --binarize), the same command
+with --resume ends with the same bytes as an uninterrupted run; the journals
+are removed only once the merge and --binarize have both succeeded, so a
+rerun after a failed merge or binarization does not decode again. A second
+run on a journal that another run is using stops at once (an flock, freed
+when its process dies). The journal records the teacher checkpoint's sha256:
+a resume after the checkpoint changed, and a merge of shards decoded with
+different versions of it, are refused.
+--stop-after-batches N stops with exit status 3 (output not complete yet).
 """
 
 from fairseq_seqkd.cli import argument_parser, run_script
@@ -51,7 +61,8 @@ def get_parser():
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its .jsonl file")
     p.add_argument("--merge", action="store_true", help="merge the finished shards into OUT.SRC/OUT.TGT")
     p.add_argument("--stop-after-batches", type=int, default=0,
-                   help="stop after this many batches (continue later with --resume), e.g. for time-limited jobs")
+                   help="stop after this many batches, with exit status 3 (continue later with --resume), e.g. "
+                        "for time-limited jobs")
     p.add_argument("--binarize", metavar="DIR", help="also binarize the output into DIR with DATA's dictionaries")
     p.add_argument("--cpu", action="store_true", help="decode on the CPU even if a GPU is available")
     p.add_argument("--fp16", action="store_true", help="decode in half precision (GPU)")

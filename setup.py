@@ -39,6 +39,7 @@ setup(
             "seqkd-report = fairseq_seqkd.cli.report:cli_main",
             "seqkd-export = fairseq_seqkd.cli.export:cli_main",
             "seqkd-translate = fairseq_seqkd.cli.translate:cli_main",
+            "seqkd-topk = fairseq_seqkd.cli.topk:cli_main",
         ],
     },
     classifiers=[

@@ -43,7 +43,7 @@ case "$preset" in
     TEACHER=(--optimizer adam --lr 0.01 --max-epoch 2 --batch-size 16)
     STUDENT=(--optimizer adam --lr 0.01 --max-epoch 1 --batch-size 16)
     FINETUNE=(--optimizer sgd --lr 0.1 --max-epoch 1); RETRAIN=(--optimizer sgd --lr 0.2 --max-epoch 1)
-    INTER_K=4 KD=(--kd-alpha 0.5 --kd-topk 8 --kd-cache) PREPARE=(--max-words 50 --vocab-size 150)
+    INTER_K=4 KD=(--kd-alpha 0.5) KD_STORE=8 PREPARE=(--max-words 50 --vocab-size 150)
     DISTILL=(--max-tokens 2000) EVAL=(--speed-sentences 5) PRUNE_RATIOS="80" ;;
   *) echo "error: unknown preset '$preset' (paper or tiny)" >&2; exit 2 ;;
 esac

@@ -10,6 +10,10 @@
 #   finish                  the reports, then runs the plan (or prints it with --dry-run)
 #
 # Options: --preset NAME --workdir DIR --dry-run --gpus N --jobs N --seed N | --seeds N N ... --eval-subset S
+#          --kd-store K
+# (--kd-store K: Word-KD students read the teacher's top K from a store on disk, built once per Word-KD corpus by
+# seqkd-topk, in as many shards as the distillation; 0: the live teacher over the full vocabulary, as the paper.
+# Default: the preset's KD_STORE)
 # (--eval-subset valid: the evaluations and reports go to WORKDIR/valid, WORKDIR/seed-N/valid; the models are
 # the same, so a second run with the test split only evaluates them)
 # (--jobs: steps run at the same time, default 2, or N with --gpus N so that N distillation shards run at once)
@@ -20,6 +24,7 @@
 #   FINETUNE             options of the Seq-Inter fine-tuning runs (the paper: SGD, lr 0.1)
 #   RETRAIN              options of the retraining after pruning (the paper: lr 0.2)
 #   KD                   word_kd options (the paper: --kd-alpha 0.5)
+#   KD_STORE             k of the teacher's top-k store for Word-KD (0 or unset: the live full-vocabulary teacher)
 #   INTER_K              K of the Seq-Inter K-best lists (the paper: 35)
 #   DISTILL              seqkd-distill options (batching, length limits)
 #   EVAL                 seqkd-eval options besides the references (e.g. --speed-sentences)
@@ -54,7 +59,7 @@ PYTHON=${PYTHON:-python3}
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 recipe_options() {
-  preset=${preset:-} workdir="" dry=0 GPUS=0 JOBS="" SEEDS=(1) STUDY=0 EVAL_SUBSET=test
+  preset=${preset:-} workdir="" dry=0 GPUS=0 JOBS="" SEEDS=(1) STUDY=0 EVAL_SUBSET=test KD_STORE_OPTION=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --preset) preset="$2"; shift 2 ;;
@@ -66,6 +71,7 @@ recipe_options() {
       --seeds) shift; SEEDS=(); STUDY=1
                while [ $# -gt 0 ] && [[ "$1" != --* ]]; do SEEDS+=("$1"); shift; done ;;
       --eval-subset) EVAL_SUBSET="$2"; shift 2 ;;
+      --kd-store) KD_STORE_OPTION="$2"; shift 2 ;;
       -h|--help) usage; exit 0 ;;
       *) consumed=0
          if declare -F recipe_option >/dev/null && recipe_option "$@" && [ "$consumed" -gt 0 ]; then
@@ -77,8 +83,8 @@ recipe_options() {
   done
   local s
   [[ "$GPUS" =~ ^[0-9]+$ ]] && JOBS=${JOBS:-$(( GPUS > 2 ? GPUS : 2 ))}
-  for s in "${SEEDS[@]}" "$GPUS" "$JOBS"; do
-    [[ "$s" =~ ^[0-9]+$ ]] || { echo "error: '$s' is not a number (--seed/--seeds/--gpus/--jobs)" >&2; exit 2; }
+  for s in "${SEEDS[@]}" "$GPUS" "$JOBS" ${KD_STORE_OPTION:+"$KD_STORE_OPTION"}; do
+    [[ "$s" =~ ^[0-9]+$ ]] || { echo "error: '$s' is not a number (--seed/--seeds/--gpus/--jobs/--kd-store)" >&2; exit 2; }
   done
   [ "${#SEEDS[@]}" -gt 0 ] || { echo "error: --seeds needs at least one seed" >&2; exit 2; }
   [ "$JOBS" -gt 0 ] || { echo "error: --jobs must be at least 1" >&2; exit 2; }
@@ -93,6 +99,8 @@ recipe_setup() {
          --log-interval 100 --num-workers 0 "${DEVICE[@]}")
   [ "$GPUS" -gt 1 ] && TRAIN+=(--distributed-world-size "$GPUS")
   DISTILL+=("${DEVICE[@]}")
+  KD_STORE=${KD_STORE_OPTION:-${KD_STORE:-0}}
+  TOPK=(--k "$KD_STORE" --max-tokens 6000 "${DEVICE[@]}")
   EVAL+=(--beam 5 --subset "$EVAL_SUBSET" --refs "$RAW/$EVAL_SUBSET.$tgt_lang" "${DEVICE[@]}")
   # test-set results in RUN/eval and RUN/results.*; validation-set results beside them in RUN/valid/, so that
   # choosing settings on the validation split and reporting the test split share the trained models
@@ -156,6 +164,33 @@ distill() {
     seqkd-distill --merge --out-prefix "$prefix" --num-shards "$SHARDS" --binarize "$out"
 }
 
+# word_kd NAME DATA AFTER: the word_kd options of a student trained on DATA, in WORD_KD; with KD_STORE > 0 first
+# the steps that build the teacher's top-KD_STORE store of DATA's training split (sharded like the distillation),
+# and WORD_KD_AFTER: what the student's training must wait for (AFTER, or the store's step)
+word_kd() {
+  local name="$1" data="$2" after="$3"
+  WORD_KD=(--criterion word_kd "${KD[@]}") WORD_KD_AFTER="$after"
+  if [ "$KD_STORE" -le 0 ]; then
+    WORD_KD+=(--teacher-path "$teacher")
+    return
+  fi
+  local store="$run/topk/$name" i shards=()
+  if [ "$SHARDS" -le 1 ]; then
+    step "top-$KD_STORE $name" "$store/header.json" "$after,train teacher" seqkd-topk "$data" --path "$teacher" \
+      "${TOPK[@]}" --out "$store" --resume
+  else
+    for ((i = 0; i < SHARDS; i++)); do
+      step "top-$KD_STORE $name (shard $((i + 1))/$SHARDS)" "$store.shard-$i-of-$SHARDS.done" "$after,train teacher" \
+        env "CUDA_VISIBLE_DEVICES=$((i % GPUS))" seqkd-topk "$data" --path "$teacher" "${TOPK[@]}" --out "$store" \
+        --num-shards "$SHARDS" --shard-id "$i" --resume
+      shards+=("top-$KD_STORE $name (shard $((i + 1))/$SHARDS)")
+    done
+    step "top-$KD_STORE $name" "$store/header.json" "$(IFS=,; echo "${shards[*]}")" \
+      seqkd-topk --merge --out "$store" --num-shards "$SHARDS"
+  fi
+  WORD_KD+=(--kd-topk-store "$store") WORD_KD_AFTER="top-$KD_STORE $name"
+}
+
 # evaluate FILE MODEL "ROW NAME": seqkd-eval on the test set (--eval-subset) into eval/FILE.json
 evaluate() {
   RUN_EVALS+=("eval $2")
@@ -181,18 +216,19 @@ run_pipeline() {
     # Seq-KD (§3.2): the teacher's beam search (K=5) over the training set is the student's data
     distill train.seqkd "$run/data-seqkd" --beam 5
     # the combination Seq-KD + Word-KD: the longest chain of the pipeline, so it starts first
-    train seq-kd+word-kd "$run/data-seqkd" "train.seqkd data" "${student[@]}" --criterion word_kd \
-      --teacher-path "$teacher" "${KD[@]}"
+    word_kd seqkd "$run/data-seqkd" "train.seqkd data"
+    train seq-kd+word-kd "$run/data-seqkd" "$WORD_KD_AFTER" "${student[@]}" "${WORD_KD[@]}"
     # Seq-Inter (§3.3): from the teacher's K-best lists, the hypothesis with the best sentence BLEU
     distill train.inter "$run/data-inter" --beam "$INTER_K" --nbest "$INTER_K" --select seq-inter
     train seq-kd "$run/data-seqkd" "train.seqkd data" "${student[@]}"
     # Word-KD (§3.1): gold data, word-level distillation from the teacher
-    train word-kd "$DATA" "train teacher" "${student[@]}" --criterion word_kd --teacher-path "$teacher" "${KD[@]}"
+    word_kd gold "$DATA" "train teacher"
+    train word-kd "$DATA" "$WORD_KD_AFTER" "${student[@]}" "${WORD_KD[@]}"
     train baseline+seq-inter "$run/data-inter" "train baseline,train.inter data" "${student[@]}" "${FINETUNE[@]}" \
       --finetune-from-model "$run/models/baseline/$CKPT"
-    train seq-kd+seq-inter+word-kd "$run/data-inter" "train seq-kd+word-kd,train.inter data" "${student[@]}" \
-      "${FINETUNE[@]}" --finetune-from-model "$run/models/seq-kd+word-kd/$CKPT" --criterion word_kd \
-      --teacher-path "$teacher" "${KD[@]}"
+    word_kd inter "$run/data-inter" "train.inter data"
+    train seq-kd+seq-inter+word-kd "$run/data-inter" "train seq-kd+word-kd,$WORD_KD_AFTER" "${student[@]}" \
+      "${FINETUNE[@]}" --finetune-from-model "$run/models/seq-kd+word-kd/$CKPT" "${WORD_KD[@]}"
     # pruning (§6) of the best combination, retrained on the Seq-KD data with the mask held fixed
     for ratio in $PRUNE_RATIOS; do
       step "prune $ratio%" "$run/models/pruned-$ratio/pruned.pt" "train seq-kd+seq-inter+word-kd" \

@@ -144,12 +144,13 @@ def parse_commands(dry_run_output):
     """Every command of a --dry-run, parsed by the parser of the tool that would run it."""
     from fairseq import options
 
-    from fairseq_seqkd.cli import distill, eval as eval_cli, prepare, prune, report, select
+    from fairseq_seqkd.cli import distill, eval as eval_cli, prepare, prune, report, select, topk
     from fairseq_seqkd.corpora import paper
 
     ours = {"seqkd-distill": distill.get_parser, "seqkd-eval": eval_cli.get_parser, "seqkd-prune": prune.get_parser,
             "seqkd-report": report.get_parser, "seqkd-select": select.get_parser,
-            "seqkd-prepare": prepare.get_parser, "fairseq_seqkd.corpora.paper": paper.get_parser}
+            "seqkd-prepare": prepare.get_parser, "seqkd-topk": topk.get_parser,
+            "fairseq_seqkd.corpora.paper": paper.get_parser}
     parsed = []
     for line in dry_run_output.splitlines():
         if not line.startswith("["):
@@ -179,16 +180,21 @@ def test_every_command_of_the_recipe_parses(preset, tmp_path):
     assert proc.returncode == 0, proc.stderr
     parsed = parse_commands(proc.stdout)
     ratios = 1 if preset == "demo" else 3  # the demo prunes at 50% only (a 1x128 model keeps nothing at 80-90%)
-    # prepare, trainings, distillations, prunings, evals, report
-    assert len(parsed) == 1 + (7 + ratios) + 2 + ratios + (7 + ratios) + 1
+    stores = 0 if preset == "full" else 3  # tiny and demo: Word-KD from a top-k store of each of its 3 corpora
+    # prepare, trainings, distillations, stores, prunings, evals, report
+    assert len(parsed) == 1 + (7 + ratios) + 2 + stores + ratios + (7 + ratios) + 1
     assert len(proc.stdout.splitlines()) == len(parsed)
     word_kd = [a for a in parsed if getattr(a, "criterion", None) == "word_kd"]
     assert len(word_kd) == 3 and all(a.kd_alpha == 0.5 for a in word_kd)
+    built = [a.out for a in parsed if hasattr(a, "k") and hasattr(a, "merge")]  # seqkd-topk
+    assert all(a.resume for a in parsed if hasattr(a, "k") and hasattr(a, "merge"))
+    assert [a.kd_topk_store for a in word_kd] == (built if stores else ["", "", ""])
+    assert all(bool(a.teacher_path) == (not stores) for a in word_kd)  # the paper's live teacher without a store
     # the report compares with the rows of exactly these names
     teacher, student = {"tiny": ("1x32", "1x32"), "demo": ("1x256", "1x128"), "full": ("2x500", "2x100")}[preset]
     (report,) = [a for a in parsed if hasattr(a, "runs")]
     assert (report.teacher, report.baseline) == (f"Teacher {teacher}", f"Baseline {student}")
-    distills = [a for a in parsed if hasattr(a, "stop_after_batches")]
+    distills = [a for a in parsed if hasattr(a, "stop_after_batches") and hasattr(a, "beam")]
     assert len(distills) == 2 and all(a.resume for a in distills)  # a rerun after a kill continues them
     assert os.listdir(tmp_path) == []  # a dry run writes nothing
 
@@ -296,7 +302,7 @@ def test_study_runs_differ_only_by_seed(tmp_path):
     for line in proc.stdout.splitlines():
         name, command = line[1:].split("] ", 1)
         steps[name] = command
-    assert len(steps) == 1 + 2 * 20 + 1 and "prepare" in steps and "report over 2 seeds" in steps
+    assert len(steps) == 1 + 2 * 23 + 1 and "prepare" in steps and "report over 2 seeds" in steps
     for name in [n for n in steps if n.startswith("seed 3: ")]:
         other = steps["seed 4: " + name[len("seed 3: "):]]
         same = steps[name].replace("seed-3", "seed-4").replace("--seed 3 ", "--seed 4 ").replace("seed\\ 3", "seed\\ 4")

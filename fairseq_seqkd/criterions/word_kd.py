@@ -9,12 +9,18 @@ With ``--kd-topk k`` the teacher's distribution is cut to its k most probable
 words and renormalised per position (the student's log-probabilities stay
 those of the full softmax). Sums run over non-padding target tokens, like
 fairseq's ``cross_entropy``; with α = 0 the loss is exactly that criterion's.
+
+With ``--kd-topk-store STORE`` (built by ``seqkd-topk``, :mod:`fairseq_seqkd.topk_store`) training reads
+the teacher's top k of each sentence from the memory-mapped store instead of running the teacher; the
+loss is the live teacher's top-k loss up to the store's float16 rounding. Validation then runs the
+teacher of ``--teacher-path`` if one is given, else reports the gold-word loss only.
 """
 
 import math
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from fairseq import utils
@@ -25,6 +31,7 @@ from omegaconf import II
 
 from fairseq_seqkd.errors import SeqKDError, exit_on_error
 from fairseq_seqkd.teacher import FrozenTeacher
+from fairseq_seqkd.topk_store import TopKStore, dictionary_digest, file_sha256
 
 
 @dataclass
@@ -41,11 +48,13 @@ class WordKDConfig(FairseqDataclass):
     kd_topk: int = field(
         default=0, metadata={"help": "use only the teacher's k most probable words per position (0: all)"}
     )
+    kd_topk_store: str = field(
+        default="", metadata={"help": "train with the teacher's top k read from this store (built by seqkd-topk for "
+                                      "the training split) instead of running the teacher; --teacher-path is then "
+                                      "only used for validation"}
+    )
     kd_cache: bool = field(
-        default=False,
-        metadata={"help": "with --kd-topk: keep the teacher's top k for every training sentence the first time "
-                          "it is seen and reuse it in later epochs, so the teacher runs once per sentence "
-                          "(memory: 8 bytes x k x target tokens, on the CPU)"},
+        default=False, metadata={"help": "removed: build a top-k store with seqkd-topk and pass --kd-topk-store"}
     )
     sentence_avg: bool = II("optimization.sentence_avg")
 
@@ -80,19 +89,26 @@ def word_kd_loss(student_logits, target, padding_idx, alpha, temperature=1.0, te
 class WordKDCriterion(FairseqCriterion):
     """Cross-entropy to the gold words mixed with cross-entropy to a frozen teacher's distribution."""
 
-    def __init__(self, task, teacher_path, kd_alpha, kd_temperature, kd_topk, sentence_avg, kd_cache=False):
+    def __init__(self, task, teacher_path, kd_alpha, kd_temperature, kd_topk, sentence_avg, kd_cache=False,
+                 kd_topk_store=""):
         super().__init__(task)
         self.alpha = kd_alpha
         self.temperature = kd_temperature
         self.topk = kd_topk
         self.sentence_avg = sentence_avg
+        self.store = self._split_checked = None
         with exit_on_error():  # fairseq-train builds the criterion: a one-line error, not a traceback
-            self._check_options(task, teacher_path, kd_cache)
+            self._check_options(task, teacher_path, kd_cache, kd_topk_store)
+            if kd_topk_store:
+                self.store = self._open_store(kd_topk_store, task, teacher_path)
+                self.topk = self.store.k
             # Not an nn.Module attribute on purpose: see fairseq_seqkd.teacher.
-            self.teacher = FrozenTeacher.load(teacher_path, task)
-        self.cache = {} if kd_cache else None  # sentence id -> (top-k logits, indices) of its target tokens
+            self.teacher = FrozenTeacher.load(teacher_path, task) if teacher_path else None
 
-    def _check_options(self, task, teacher_path, kd_cache):
+    def _check_options(self, task, teacher_path, kd_cache, kd_topk_store):
+        if kd_cache:
+            raise SeqKDError("--kd-cache was removed: build the teacher's top k once with seqkd-topk DATA --path "
+                             "TEACHER.pt --k K --out STORE, then train with --kd-topk-store STORE")
         if not 0 <= self.alpha <= 1:
             raise SeqKDError(f"--kd-alpha {self.alpha}: must be in [0, 1]")
         if not self.temperature > 0:
@@ -100,25 +116,43 @@ class WordKDCriterion(FairseqCriterion):
         vocab = len(task.target_dictionary)
         if not 0 <= self.topk <= vocab:
             raise SeqKDError(f"--kd-topk {self.topk}: must be between 0 and the target vocabulary size {vocab}")
-        if kd_cache and not self.topk:
-            raise SeqKDError("--kd-cache needs --kd-topk K (the cache holds the teacher's top K words per position)")
         data = getattr(task.cfg, "data", "") or ""
-        if kd_cache and len([p for p in data.split(os.pathsep) if p]) > 1:
-            raise SeqKDError(f"--kd-cache with sharded data ({data}): sentence ids restart in every shard, so the "
-                             f"cache would mix their sentences; give one data folder, or drop --kd-cache")
-        if not teacher_path:
-            raise SeqKDError("--criterion word_kd needs --teacher-path TEACHER.pt")
+        if kd_topk_store and len([p for p in data.split(os.pathsep) if p]) > 1:
+            raise SeqKDError(f"--kd-topk-store with sharded data ({data}): sentence ids restart in every shard, so "
+                             f"one store cannot serve them; give one data folder")
+        if not teacher_path and not kd_topk_store:
+            raise SeqKDError("--criterion word_kd needs --teacher-path TEACHER.pt (or --kd-topk-store STORE)")
+
+    def _open_store(self, path, task, teacher_path):
+        """The store, checked against the k, dictionaries and teacher of this run (its split is checked at
+        the first training batch, once the training data is loaded)."""
+        store = TopKStore.open(path)
+        if self.topk and self.topk != store.k:
+            raise SeqKDError(f"--kd-topk-store {path}: holds the top {store.k}, --kd-topk is {self.topk}")
+        for side, dictionary in (("source", task.source_dictionary), ("target", task.target_dictionary)):
+            store.check(f"{side}_dictionary_sha256", dictionary_digest(dictionary),
+                        f"built with another {side} dictionary than this run's ({len(dictionary)} symbols)")
+        if teacher_path:
+            if not os.path.isfile(teacher_path):
+                raise SeqKDError(f"teacher {teacher_path}: no such file")
+            store.check("teacher_sha256", file_sha256(teacher_path),
+                        f"built from another teacher ({store.header.get('teacher')}, sha256 "
+                        f"{store.header.get('teacher_sha256', '')[:12]}...) than --teacher-path {teacher_path}")
+        return store
 
     def forward(self, model, sample, reduce=True):
         teacher_logits = teacher_topk = None
-        if self.alpha > 0:
-            # The teacher runs first: with --kd-topk its full logits are gone
-            # before the student's graph is built, which lowers peak memory.
-            self.teacher.follow(next(model.parameters()))
-            if self.cache is not None and model.training:
+        alpha = self.alpha
+        if alpha > 0:
+            if self.store is not None and model.training:
                 with exit_on_error():
-                    teacher_topk = self._cached_topk(sample)
+                    teacher_topk = self._stored_topk(sample)
+            elif self.teacher is None:
+                alpha = 0.0  # validation with a store and no teacher: the gold-word loss only
             else:
+                # The teacher runs first: with --kd-topk its full logits are gone
+                # before the student's graph is built, which lowers peak memory.
+                self.teacher.follow(next(model.parameters()))
                 teacher_logits = self.teacher.logits(sample["net_input"])
                 if self.topk:
                     teacher_topk = teacher_logits.topk(self.topk, dim=-1)
@@ -126,7 +160,7 @@ class WordKDCriterion(FairseqCriterion):
         net_output = model(**sample["net_input"])
         target = model.get_targets(sample, net_output)
         loss, nll, kd = word_kd_loss(
-            net_output[0], target, self.padding_idx, self.alpha, self.temperature, teacher_logits, teacher_topk
+            net_output[0], target, self.padding_idx, alpha, self.temperature, teacher_logits, teacher_topk
         )
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         logging_output = {
@@ -140,40 +174,26 @@ class WordKDCriterion(FairseqCriterion):
             logging_output["kd_loss"] = kd.data
         return loss, sample_size, logging_output
 
-    def _cached_topk(self, sample):
-        """The teacher's top-k for a training batch, running it only on sentences not seen before.
-
-        Keyed by the dataset index, so only used in training (validation ids overlap) and with one data
-        folder (checked when the criterion is built). A sentence's entry holds the values of its target
-        tokens only, wherever the padding is (left-padded targets too).
-        """
-        ids = sample["id"].tolist()
+    def _stored_topk(self, sample):
+        """The store's top k (log-probabilities, word ids) at the target tokens of a training batch, put
+        back wherever the padding puts them (left-padded targets too); zeros at padding."""
+        self._check_split()
         target = sample["target"]
         tokens = target.ne(self.padding_idx)
-        missing = [row for row, sid in enumerate(ids) if sid not in self.cache]
-        if missing:
-            rows = torch.tensor(missing, device=target.device)
-            net_input = {k: v.index_select(0, rows) if torch.is_tensor(v) and v.dim() > 0 else v
-                         for k, v in sample["net_input"].items()}
-            longest = int(net_input["src_lengths"].max())  # drop padding columns the kept rows do not need
-            src = net_input["src_tokens"]
-            left_pad = getattr(self.task.cfg, "left_pad_source", True)
-            net_input["src_tokens"] = src[:, src.size(1) - longest:] if left_pad else src[:, :longest]
-            values, index = self.teacher.logits(net_input).topk(self.topk, dim=-1)
-            for j, row in enumerate(missing):
-                keep = tokens[row]
-                self.cache[ids[row]] = (values[j, keep].float().cpu(), index[j, keep].int().cpu())
-        values = torch.zeros(*target.shape, self.topk, dtype=torch.float32)
-        index = torch.zeros(*target.shape, self.topk, dtype=torch.long)
-        for row, sid in enumerate(ids):
-            v, i = self.cache[sid]
-            keep = tokens[row].cpu()
-            if int(keep.sum()) != v.size(0):
-                raise SeqKDError(f"--kd-cache: sentence {sid} has {int(keep.sum())} target tokens, its cache entry "
-                                 f"{v.size(0)}: the training data changed under the cache")
-            values[row, keep] = v
-            index[row, keep] = i.long()
-        return values.to(target.device), index.to(target.device)
+        values, ids = self.store.gather(sample["id"].cpu().numpy(), tokens.sum(1).cpu().numpy())
+        top_values = target.new_zeros(*target.shape, self.topk, dtype=torch.float32)
+        top_index = target.new_zeros(*target.shape, self.topk, dtype=torch.long)
+        top_values[tokens] = torch.from_numpy(values.astype(np.float32)).to(target.device)
+        top_index[tokens] = torch.from_numpy(ids.astype(np.int64)).to(target.device)
+        return top_values, top_index
+
+    def _check_split(self):
+        """Refuse a store built for another split than the one being trained on (once per dataset)."""
+        subset = self.task.cfg.train_subset
+        dataset = self.task.dataset(subset)
+        if dataset is not self._split_checked:
+            self.store.check_split(dataset.tgt, len(dataset), self.task.cfg.data, subset)
+            self._split_checked = dataset
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:

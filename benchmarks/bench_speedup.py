@@ -8,9 +8,12 @@ batch size 1 (the paper's setting), every sentence 20 source words and exactly 2
 (min_len = max_len, so every model and engine decodes the same number of steps), one warm-up
 sentence per model and engine, then R rounds that run the engines one after the other on the same
 sentences (A B C A B C ...); medians of the rounds. On the CPU with 1 thread and with all threads,
-and on a GPU when there is one (float32 only). Usage:
+and on a GPU when there is one (float32 only). int8 runs twice: with each sentence quantised and
+encoded on its own (seqkd-translate's default, batch-independent output) and with one activation
+scale per batch (``--int8-activations batch``); they differ only at batch sizes above 1
+(``--batch-size``, sentences decoded together by every engine). Usage:
 
-    python benchmarks/bench_speedup.py [--repeats 3] [--seconds 2] [--threads 1 0] [--no-gpu]
+    python benchmarks/bench_speedup.py [--repeats 3] [--seconds 2] [--threads 1 0] [--no-gpu] [--batch-size 1]
 
 The number of sentences per model is chosen from the warm-up so that one fairseq run takes about
 --seconds (between --min-sentences and --max-sentences), and printed.
@@ -83,7 +86,12 @@ class Engines:
                                            max_len_a=0, max_len_b=TARGET_WORDS)
         self.translators = {}
         for name, loaded in bundles.items():
-            if name == "int8" and device.type != "cpu":
+            if name == "int8":
+                if device.type != "cpu":
+                    continue
+                for activations, label in (("sentence", "int8"), ("batch", "int8 batch")):
+                    self.translators[label] = Translator(loaded, beam=beam, min_len=TARGET_WORDS, max_len_a=0,
+                                                         max_len_b=TARGET_WORDS, int8_activations=activations)
                 continue
             t = Translator(loaded, beam=beam, min_len=TARGET_WORDS, max_len_a=0, max_len_b=TARGET_WORDS)
             t.net.to(device)
@@ -93,30 +101,32 @@ class Engines:
     def names(self):
         return ["fairseq", *self.translators]
 
-    def run(self, name, sources, clock=time.perf_counter):
-        """Decode ``sources`` one at a time; return (seconds by ``clock``, output lengths)."""
+    def run(self, name, sources, clock=time.perf_counter, batch_size=1):
+        """Decode ``sources`` ``batch_size`` at a time; return (seconds by ``clock``, output lengths)."""
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         lengths = []
+        batches = [sources[i:i + batch_size] for i in range(0, len(sources), batch_size)]
         sync()
         start = clock()
         with torch.no_grad():
-            for ids in sources:
+            for batch in batches:  # sources of one length: no padding
                 if name == "fairseq":
-                    src = torch.tensor([ids], device=self.device)
-                    hyp = self.generator.generate([self.model], {"net_input": {
-                        "src_tokens": src, "src_lengths": torch.tensor([len(ids)], device=self.device)}})[0][0]
-                    lengths.append(len(hyp["tokens"]) - 1)
+                    src = torch.tensor(batch, device=self.device)
+                    lens = torch.full((len(batch),), len(batch[0]), device=self.device)
+                    sample = {"net_input": {"src_tokens": src, "src_lengths": lens}}
+                    hyps = self.generator.generate([self.model], sample)
+                    lengths += [len(h[0]["tokens"]) - 1 for h in hyps]
                 else:
-                    lengths.append(len(self.translators[name].translate_ids([ids])[0].tokens))
+                    lengths += [len(h.tokens) for h in self.translators[name].translate_ids(batch)]
         sync()
         return clock() - start, lengths
 
 
-def measure(engines, sources, repeats, clock):
+def measure(engines, sources, repeats, clock, batch_size=1):
     times = {name: [] for name in engines.names}
     for _ in range(repeats):
         for name in engines.names:
-            seconds, lengths = engines.run(name, sources, clock)
+            seconds, lengths = engines.run(name, sources, clock, batch_size)
             assert all(n == TARGET_WORDS for n in lengths), (name, lengths)  # the same work for every engine
             times[name].append(seconds)
     return times
@@ -131,6 +141,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="CPU thread counts (0: all cores)")
     p.add_argument("--no-gpu", action="store_true")
     p.add_argument("--models", nargs="+", help="labels of MODELS to run (default: all)")
+    p.add_argument("--batch-size", type=int, default=1, help="sentences decoded together (the paper: 1)")
     p.add_argument("--cpu-clock", action="store_true",
                    help="time 1-thread CPU runs by this process's CPU time instead of the wall clock (on a host "
                         "whose cores other jobs use)")
@@ -143,8 +154,8 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(1)
     print(f"torch {torch.__version__}, {cores} CPU threads available"
           + (f", GPU {torch.cuda.get_device_name()}" if any(d == "cuda" for d, _ in settings) else "")
-          + f"; batch size 1, {SOURCE_WORDS} source words and {TARGET_WORDS} target words per sentence, "
-          f"median of {args.repeats} rounds", flush=True)
+          + f"; batch size {args.batch_size}, {SOURCE_WORDS} source words and {TARGET_WORDS} target words per "
+          f"sentence, median of {args.repeats} rounds", flush=True)
     results = {}
     for label, arch, vocab, beam in models:
         t0 = time.perf_counter()
@@ -156,9 +167,11 @@ def main(argv=None):
             torch.set_num_threads(threads)
             engines = Engines(model, dictionary, bundles, beam, torch.device(device))
             clock = time.process_time if args.cpu_clock and device == "cpu" and threads == 1 else time.perf_counter
-            warm = {name: engines.run(name, sources[:1], clock)[0] for name in engines.names}
+            bs = args.batch_size
+            warm = {name: engines.run(name, sources[:bs], clock, bs)[0] / bs for name in engines.names}
             n = int(min(args.max_sentences, max(args.min_sentences, args.seconds / warm["fairseq"])))
-            times = measure(engines, sources[:n], args.repeats, clock)
+            n = max(bs, n // bs * bs)
+            times = measure(engines, sources[:n], args.repeats, clock, bs)
             key = (device, threads)
             results.setdefault(key, {})[label] = {name: n * SOURCE_WORDS / statistics.median(t)
                                                   for name, t in times.items()}
@@ -170,24 +183,25 @@ def main(argv=None):
                                                 for name in engines.names), flush=True)
         model.cpu()
         del model, bundles
-    report(results, models)
+    report(results, models, args.batch_size)
 
 
-def report(results, models):
+def report(results, models, batch_size=1):
     print()
     for (device, threads), rows in results.items():
         where = f"{device.upper()}, {threads} thread(s)" if device == "cpu" else "GPU"
-        print(f"### {where}: source words/s (batch size 1); paper: {PAPER['gpu' if device == 'cuda' else 'cpu']}")
+        print(f"### {where}: source words/s (batch size {batch_size}); paper (batch size 1): "
+              f"{PAPER['gpu' if device == 'cuda' else 'cpu']}")
         print()
-        print("| model | beam | fairseq | ours (float32, exact) | ours (int8) |")
-        print("|---|---|---|---|---|")
+        print("| model | beam | fairseq | ours (float32, exact) | ours (int8) | ours (int8, batch scales) |")
+        print("|---|---|---|---|---|---|")
         for label, arch, vocab, beam in models:
             if label not in rows:
                 continue
             r = rows[label]
-            int8 = f"{r['int8']:.1f} ({r['int8'] / r['fairseq']:.1f}x)" if "int8" in r else "-"
+            int8 = [f"{r[k]:.1f} ({r[k] / r['fairseq']:.1f}x)" if k in r else "-" for k in ("int8", "int8 batch")]
             print(f"| {label.split(' 8k')[0]} ({vocab // 1000}k words) | {beam} | {r['fairseq']:.1f} | "
-                  f"{r['ours']:.1f} ({r['ours'] / r['fairseq']:.2f}x) | {int8} |")
+                  f"{r['ours']:.1f} ({r['ours'] / r['fairseq']:.2f}x) | {int8[0]} | {int8[1]} |")
         print()
         print("| speed-up, student greedy vs teacher beam 5 | both fairseq | student ours (float32) "
               "| student ours (int8) |")

@@ -7,16 +7,25 @@ outside that list (the legacy ``args`` namespace, numpy scalars in saved
 meters), so ``fairseq-generate`` stops with "Unsupported global". We add
 exactly those globals to torch's allowlist; safe loading stays on for
 everything else.
+
+numpy is imported only to list its globals: without numpy (seqkd-translate's torch-only install)
+no checkpoint can hold numpy scalars, and there is nothing to allow.
 """
 
 import argparse
 
-import numpy as np
 import torch
 
 
 def _numpy_scalar_globals():
-    """The numpy objects a pickled numpy scalar refers to (module paths differ across numpy 1/2)."""
+    """The numpy objects a pickled numpy scalar refers to (module paths differ across numpy 1/2); none
+    without numpy."""
+    try:
+        import numpy as np
+    except ModuleNotFoundError as e:
+        if e.name != "numpy":  # numpy is there but broken: say so
+            raise
+        return []
     found = [np.dtype]
     try:  # numpy >= 2
         from numpy._core.multiarray import scalar

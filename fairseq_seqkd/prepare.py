@@ -24,7 +24,7 @@ from typing import List, Optional
 
 from fairseq_seqkd.binarize import binarize
 from fairseq_seqkd.errors import SeqKDError
-from fairseq_seqkd.textio import atomic_write_lines, read_lines
+from fairseq_seqkd.textio import atomic_write_lines, read_lines, refuse_broken_link
 
 logger = logging.getLogger("seqkd-prepare")
 
@@ -121,6 +121,7 @@ def _train_spm(text_path, prefix, vocab_size, model_type, threads):
 def prepare(args: PrepareOptions):
     """Prepare the corpus (see the module docstring); returns what prepare.json holds."""
     out = args.out
+    refuse_broken_link(out, f"--out {out}")
     config = {k: v for k, v in dataclasses.asdict(args).items() if k != "workers"}
     stamp = os.path.join(out, "prepare.json")
     if os.path.exists(stamp):

@@ -57,6 +57,28 @@ def read_lines(path):
         raise SeqKDError(f"{path}:{e.line}: {e}") from None
 
 
+def refuse_broken_link(path, name):
+    """SeqKDError (``name: ... is a broken link to TARGET``) if ``path`` or a folder above it is a symbolic link
+    to nothing: ``os.path.exists`` is False there, yet nothing can be created."""
+    parts = os.path.abspath(path).split(os.sep)
+    for i in range(2, len(parts) + 1):
+        prefix = os.sep.join(parts[:i])
+        if not os.path.lexists(prefix):
+            return
+        if os.path.islink(prefix) and not os.path.exists(prefix):
+            where = "" if i == len(parts) else f"{prefix} "
+            raise SeqKDError(f"{name}: {where}is a broken link to {os.readlink(prefix)}")
+
+
+def make_folder(path):
+    """``os.makedirs(path, exist_ok=True)``, with a one-line SeqKDError for a broken link or a file in the way."""
+    refuse_broken_link(path, path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise SeqKDError(f"{path}: cannot create this folder ({e.strerror})") from None
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)
@@ -67,7 +89,7 @@ def _umask():
 def atomic_open(path, mode="w", encoding="utf-8"):
     """Open a temporary file next to ``path``; rename it to ``path`` only if the block succeeds."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    make_folder(folder)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private (0600); the output gets the usual mode
     try:
@@ -88,7 +110,8 @@ def atomic_dir(path):
     or (after a kill in the instant between two renames) absent, never half-written."""
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
+    refuse_broken_link(path, path)
+    make_folder(parent)
     tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=parent)
     os.chmod(tmp, 0o777 & ~_umask())
     try:

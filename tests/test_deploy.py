@@ -14,7 +14,7 @@ import torch
 
 import toydata
 from fairseq_seqkd.cli.translate import main as translate_main
-from fairseq_seqkd.deploy import bundle
+from fairseq_seqkd.deploy import bundle, network
 from fairseq_seqkd.deploy.export import export
 from fairseq_seqkd.deploy.translator import Translator
 from fairseq_seqkd.errors import SeqKDError
@@ -132,8 +132,10 @@ def test_sentencepiece_raw_text_same_as_fairseq_generate(spm_corpus, spm_model, 
     assert out.getvalue().splitlines() == [best[i][0] for i in range(len(raw))]
 
 
-def test_runs_where_fairseq_cannot_be_imported(exported, toy_text):
-    """A subprocess in which `import fairseq` fails translates as the in-process translator does."""
+@pytest.mark.parametrize("kind", ["fp32", "int8"])
+def test_runs_where_fairseq_and_numpy_cannot_be_imported(kind, exported, toy_text):
+    """A subprocess in which `import fairseq` and `import numpy` fail (the torch-only machine the README
+    describes) translates as the in-process translator does."""
     src = os.path.join(toy_text, "test.src")
     code = (
         "import importlib.abc, sys\n"
@@ -142,21 +144,24 @@ def test_runs_where_fairseq_cannot_be_imported(exported, toy_text):
         "        if name.split('.')[0] in ('fairseq', 'fairseq_cli'):\n"
         "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
         "sys.meta_path.insert(0, NoFairseq())\n"
-        "try:\n"
-        "    import fairseq\n"
-        "    raise SystemExit('fairseq is importable')\n"
-        "except ModuleNotFoundError:\n"
-        "    pass\n"
+        "sys.modules['numpy'] = None  # blocks `import numpy`\n"
+        "for name in ('fairseq', 'numpy'):\n"
+        "    try:\n"
+        "        __import__(name)\n"
+        "        raise SystemExit(f'{name} is importable')\n"
+        "    except ModuleNotFoundError:\n"
+        "        pass\n"
         "from fairseq_seqkd.cli.translate import cli_main\n"
         "cli_main(sys.argv[1:])\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fairseq', 'fairseq_cli'))\n"
+        "bad = sorted(m for m, v in sys.modules.items() if v is not None and m.split('.')[0] in "
+        "('fairseq', 'fairseq_cli', 'numpy'))\n"
         "assert not bad, bad\n"
     )
     with open(src, "rb") as stdin:
-        proc = subprocess.run([sys.executable, "-c", code, str(exported / "fp32"), "--beam", "5", "--batch-size", "8"],
+        proc = subprocess.run([sys.executable, "-c", code, str(exported / kind), "--beam", "5", "--batch-size", "8"],
                               stdin=stdin, capture_output=True, text=True, cwd=toydata.REPO)
     assert proc.returncode == 0, proc.stderr
-    expected = Translator.load(str(exported / "fp32"), beam=5).translate(lines(src), batch_size=8)
+    expected = Translator.load(str(exported / kind), beam=5).translate(lines(src), batch_size=8)
     assert proc.stdout.splitlines() == expected
     summary = proc.stderr.strip().splitlines()[-1]
     n_words = sum(len(line.split()) for line in lines(src))
@@ -164,15 +169,20 @@ def test_runs_where_fairseq_cannot_be_imported(exported, toy_text):
     assert "sentences/s" in summary and "source words/s)" in summary
 
 
-def test_int8_close_to_float(exported, toy_text):
+@pytest.mark.parametrize("activations", ["sentence", "batch"])
+def test_int8_close_to_float(activations, exported, toy_text):
     """int8 weights: the BLEU of the greedy output differs from the float model's by at most 1.0 (against the
     references), and agrees with it at BLEU >= 90 (float output as the reference)."""
     sources = lines(os.path.join(toy_text, "test.src"))
     refs = lines(os.path.join(toy_text, "test.tgt"))
     fp32 = Translator.load(str(exported / "fp32")).translate(sources, batch_size=16)
-    int8 = Translator.load(str(exported / "int8"))
+    int8 = Translator.load(str(exported / "int8"), int8_activations=activations)
     assert int8.quantized
     out = int8.translate(sources, batch_size=16)
+    cli_out = io.StringIO()
+    translate_main([str(exported / "int8"), "--batch-size", "16", "--int8-activations", activations],
+                   stdin=io.BytesIO(("\n".join(sources) + "\n").encode()), stdout=cli_out, stderr=io.StringIO())
+    assert cli_out.getvalue().splitlines() == out
     bleu = {name: sacrebleu.corpus_bleu(hyps, [refs]).score for name, hyps in (("fp32", fp32), ("int8", out))}
     assert bleu["fp32"] > 50  # a trained model: the comparison means something
     assert abs(bleu["int8"] - bleu["fp32"]) <= 1.0, bleu
@@ -253,3 +263,93 @@ def test_line_longer_than_the_model_limit(exported, tmp_path):
         translate_main([str(exported / "fp32")], stdin=io.BytesIO(b"s1\n\xff\n"), stdout=io.StringIO())
     with pytest.raises(SeqKDError, match="allow 0 target words"):
         translate_main([str(exported / "fp32"), "--max-len-b", "0"], stdin=io.BytesIO(b"s1\n"), stdout=io.StringIO())
+
+
+def test_int8_product_rows_independent_of_batch_mates():
+    """Int8Linear with per-row input scales: each row's result is bit for bit its result alone, and close to the
+    float product with the int8 weight (one scale per matrix is neither, when rows differ in magnitude)."""
+    gen = torch.Generator().manual_seed(0)
+    for inputs, outputs in ((13, 7), (100, 333), (37, 2000)):
+        q, scale = network.quantize_rows(torch.randn(outputs, inputs, generator=gen))
+        bias = torch.randn(outputs, generator=gen)
+        x = torch.randn(19, inputs, generator=gen) * torch.logspace(-2, 2, 19).unsqueeze(1)
+        x[3] = 0.5  # a constant row
+        exact = torch.nn.functional.linear(x, q.float() * scale.unsqueeze(1), bias)
+        for per_row in (True, False):
+            linear = network.Int8Linear(q, scale, bias, per_row=per_row)
+            together = linear(x)
+            alone = torch.cat([linear(x[i:i + 1]) for i in range(len(x))])
+            error = ((together - exact).abs().amax(dim=1) / exact.abs().amax(dim=1)).max().item()
+            assert torch.equal(together, alone) == per_row
+            assert (error < 0.03) == per_row, error
+
+
+@pytest.mark.parametrize("beam", [1, 5])
+def test_int8_translation_independent_of_batch_mates(beam, exported, toy_text):
+    """int8 decoding: each sentence gets the same translation and score in a batch of 16 as alone."""
+    sources = lines(os.path.join(toy_text, "test.src"))[:64]
+    translator = Translator.load(str(exported / "int8"), beam=beam)
+    ids = [translator.source_ids(s) for s in sources]
+    alone = [translator.translate_ids([i])[0] for i in ids]
+    batched = [h for start in range(0, len(ids), 16) for h in translator.translate_ids(ids[start:start + 16])]
+    assert [h.tokens for h in batched] == [h.tokens for h in alone]
+    assert [h.score for h in batched] == [h.score for h in alone]
+
+
+def test_export_output_behind_a_broken_link(toy_model, tmp_path):
+    """--out (or a folder above it) a symbolic link to nothing: a one-line error naming the link, nothing
+    written; a link to an empty folder gets the bundle where it points."""
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    for out, message in ((tmp_path / "dangling", "dangling: is a broken link to .*gone"),
+                         (tmp_path / "dangling" / "model", "model: .*dangling is a broken link to .*gone")):
+        with pytest.raises(SeqKDError, match=message):
+            export(toy_model, str(out))
+    proc = toydata.run_cli(["seqkd-export", toy_model, "--out", str(tmp_path / "dangling")], check=False)
+    toydata.assert_one_line_error(proc, "is a broken link to")
+    assert sorted(os.listdir(tmp_path)) == ["dangling"] and not os.path.exists(tmp_path / "gone")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    export(toy_model, str(tmp_path / "link"))
+    assert os.path.islink(tmp_path / "link") and os.path.isfile(tmp_path / "empty" / bundle.MANIFEST)
+    assert Translator.load(str(tmp_path / "link")).translate(["s1 s2"]) == Translator.load(
+        str(tmp_path / "empty")).translate(["s1 s2"])
+    assert sorted(os.listdir(tmp_path)) == ["dangling", "empty", "link"]  # no temporary folder left
+
+
+def test_failed_save_leaves_nothing(exported, tmp_path):
+    """A bundle that fails half-way (an unpicklable weight) leaves neither --out nor a temporary folder."""
+    loaded = bundle.load(str(exported / "fp32"))
+    with pytest.raises(Exception):
+        bundle.save(str(tmp_path / "out"), loaded.manifest, {"w": lambda: 0}, loaded.source_vocab,
+                    loaded.target_vocab)
+    assert os.listdir(tmp_path) == []
+
+
+def test_int8_bidirectional_encoder_independent_of_batch_mates():
+    """The same with a 2-layer bidirectional encoder (projected into the decoder's first state), random
+    weights, sources of different lengths and beam 3."""
+    import argparse
+
+    from fairseq.data import Dictionary
+    from fairseq.models.lstm import LSTMModel, base_architecture
+
+    from fairseq_seqkd.deploy.export import from_fairseq
+
+    d = Dictionary()
+    for i in range(40):
+        d.add_symbol(f"w{i}")
+    args = argparse.Namespace(encoder_bidirectional=True, encoder_layers=2, decoder_layers=2, encoder_embed_dim=16,
+                              encoder_hidden_size=24, decoder_embed_dim=16, decoder_hidden_size=20,
+                              decoder_out_embed_dim=20, criterion="cross_entropy")
+    base_architecture(args)
+    torch.manual_seed(0)
+    model = LSTMModel.build_model(args, argparse.Namespace(source_dictionary=d, target_dictionary=d)).eval()
+    config, weights, src_vocab, tgt_vocab = from_fairseq(model, d, d, "int8")
+    assert config["encoder_hidden_proj"] and config["encoder_bidirectional"]
+    translator = Translator(bundle.Bundle({"model": config}, weights, src_vocab, tgt_vocab), beam=3, max_len_b=8)
+    gen = torch.Generator().manual_seed(1)
+    sources = [torch.randint(4, len(d), (int(n),), generator=gen).tolist() + [d.eos()]
+               for n in torch.randint(1, 12, (24,), generator=gen)]
+    alone = [translator.translate_ids([s])[0] for s in sources]
+    batched = [h for start in range(0, 24, 8) for h in translator.translate_ids(sources[start:start + 8])]
+    assert [(h.tokens, h.score) for h in batched] == [(h.tokens, h.score) for h in alone]

@@ -1,6 +1,7 @@
 """seqkd-prepare (fairseq_seqkd.prepare): split, SentencePiece, binarize; the Bible text cleaning."""
 
 import os
+import re
 
 import pytest
 
@@ -177,3 +178,30 @@ def test_read_bible_from_installed_modules():
     assert max(len(t.split()) for k in texts for t in texts[k]) < 120  # Esther 8:9, the longest verse, has ~90
     assert stats["verses_in_chapters_with_different_versification"] == 31
     assert not any("<" in t or "  " in t for k in texts for t in texts[k])
+
+
+def test_bible_reader_output_behind_a_broken_link(tmp_path):
+    """--out-dir (or a folder above it, as prepare.sh's OUT/corpus) a symbolic link to nothing: a one-line error
+    naming the link, before any module is read; a folder that cannot be made: one line too."""
+    from fairseq_seqkd.corpora import bible
+
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    (tmp_path / "file").write_text("x\n")
+    cases = [(tmp_path / "out", r"--out-dir .*out: is a broken link to .*gone$"),
+             (tmp_path / "out" / "corpus", r"--out-dir .*corpus: .*out is a broken link to .*gone$"),
+             (tmp_path / "file" / "corpus", r"--out-dir .*corpus: cannot create it \(Not a directory\)$")]
+    for out_dir, message in cases:
+        with pytest.raises(SystemExit) as stop:
+            bible.main(["--out-dir", str(out_dir), "--sword-path", str(tmp_path / "no-sword")])
+        assert re.fullmatch("error: " + message, str(stop.value)), stop.value
+    assert sorted(os.listdir(tmp_path)) == ["file", "out"] and not os.path.lexists(tmp_path / "gone")
+
+
+def test_prepare_output_behind_a_broken_link(toy_text, tmp_path):
+    """seqkd-prepare --out a symbolic link to nothing: one line naming it, nothing created where it points."""
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    proc = toydata.run_cli(["seqkd-prepare", "--src-file", os.path.join(toy_text, "train.src"), "--tgt-file",
+                            os.path.join(toy_text, "train.tgt"), "--src-lang", "src", "--tgt-lang", "tgt", "--out",
+                            str(tmp_path / "out"), "--valid-size", "10", "--test-size", "10"], check=False)
+    toydata.assert_one_line_error(proc, f"--out {tmp_path / 'out'}: is a broken link to {tmp_path / 'gone'}")
+    assert not os.path.lexists(tmp_path / "gone")

@@ -151,6 +151,17 @@ def read_bible(sword_path: str = SWORD_PATH):
     return refs, texts, stats
 
 
+def make_out_dir(path):
+    """Create the output folder ``path``; SeqKDError names it (or the broken link above it) if that fails."""
+    from fairseq_seqkd.textio import refuse_broken_link
+
+    refuse_broken_link(path, f"--out-dir {path}")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise SeqKDError(f"--out-dir {path}: cannot create it ({e.strerror})") from None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", required=True, help="where to write bible.{es,en,kjv,ref}")
@@ -158,8 +169,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s | %(message)s", level=logging.INFO, stream=sys.stdout,
                         force=True)  # fairseq configures logging when imported
-    os.makedirs(args.out_dir, exist_ok=True)
     with exit_on_error():
+        make_out_dir(args.out_dir)
         refs, texts, stats = read_bible(args.sword_path)
     for key in MODULES:
         atomic_write_lines(os.path.join(args.out_dir, f"bible.{key}"), texts[key])

@@ -8,18 +8,18 @@
     DIR/source.spm.model    (optional) the SentencePiece model that splits raw source text into subwords
 
 Reading needs torch only (and sentencepiece for a directory with a SentencePiece model). The
-directory is written to a temporary sibling and renamed into place at the end, so a directory
-that exists is complete.
+directory is published with :func:`fairseq_seqkd.textio.atomic_dir` (a temporary sibling renamed
+into place at the end), so a directory that exists is complete.
 """
 
 import json
 import os
 import shutil
-import tempfile
 
 import torch
 
 from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.textio import atomic_dir, refuse_broken_link
 
 FORMAT = "fairseq-seqkd-student"
 VERSION = 1
@@ -74,33 +74,32 @@ class Bundle:
 
 
 def save(folder, manifest, weights, source_vocab, target_vocab, spm_model=None):
-    """Write a bundle to ``folder`` atomically (a temporary sibling renamed at the end).
+    """Write a bundle to ``folder`` atomically (:func:`~fairseq_seqkd.textio.atomic_dir`).
 
-    ``folder`` must not exist, or be an empty directory.
+    ``folder`` must not exist, or be an empty directory (a link to one: the bundle goes where it points).
     """
-    folder = os.path.abspath(folder)
-    if os.path.exists(folder) and not (os.path.isdir(folder) and not os.listdir(folder)):
-        raise SeqKDError(f"{folder}: exists and is not an empty directory (choose another --out)")
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(folder) + ".", suffix=".tmp", dir=parent)
-    try:
-        manifest = dict(manifest, format=FORMAT, version=VERSION,
-                        files={"weights": WEIGHTS, **{f"{k}_vocab": v for k, v in VOCABS.items()},
-                               "spm": SPM if spm_model else None})
+    folder = new_folder(folder)
+    manifest = dict(manifest, format=FORMAT, version=VERSION,
+                    files={"weights": WEIGHTS, **{f"{k}_vocab": v for k, v in VOCABS.items()},
+                           "spm": SPM if spm_model else None})
+    with atomic_dir(folder) as tmp:
         torch.save(weights, os.path.join(tmp, WEIGHTS))
         for side, vocab in (("source", source_vocab), ("target", target_vocab)):
             _write_json(os.path.join(tmp, VOCABS[side]), vocab.to_json())
         if spm_model:
             shutil.copyfile(spm_model, os.path.join(tmp, SPM))
         _write_json(os.path.join(tmp, MANIFEST), manifest)  # last: a manifest means the rest is there
-        if os.path.isdir(folder):
-            os.rmdir(folder)
-        os.rename(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        new_folder(folder)  # still unused: atomic_dir replaces what is there
     return folder
+
+
+def new_folder(folder):
+    """``folder`` as a real path, checked to be absent or an empty directory; else SeqKDError."""
+    refuse_broken_link(folder, folder)
+    real = os.path.realpath(folder)
+    if os.path.exists(real) and not (os.path.isdir(real) and not os.listdir(real)):
+        raise SeqKDError(f"{folder}: exists and is not an empty directory (choose another --out)")
+    return real
 
 
 def _write_json(path, data):

@@ -164,6 +164,7 @@ def export(checkpoint, out, spm_model=None, quantize=None, data=None):
     """Write ``checkpoint`` as a model directory ``out``; return its manifest."""
     if quantize not in (None, *QUANTIZE):
         raise SeqKDError(f"--quantize {quantize}: choose one of {', '.join(QUANTIZE)}")
+    bundle_io.new_folder(out)  # before the slow part; save checks again
     if spm_model is not None:
         _check_spm(spm_model)
     lstm = load_lstm(checkpoint, data)

@@ -12,6 +12,9 @@ for a source of n ids (its </s> included), and at most the model's ``max_target_
 source longer than the model's ``max_source_positions`` (its </s> included) is an error, as in
 fairseq-generate. fairseq applies ``max_len_a`` to the longest source of a batch; with
 ``max_len_a = 0`` (its default) or batches of one sentence the limits are the same.
+
+An int8 export translates each sentence as it would alone, whatever the batch, unless
+``int8_activations="batch"`` (faster batches; see :mod:`fairseq_seqkd.deploy.network`).
 """
 
 import re
@@ -21,7 +24,7 @@ from typing import List, Sequence
 import torch
 
 from fairseq_seqkd.deploy import bundle as bundle_io
-from fairseq_seqkd.deploy.network import LSTMNet
+from fairseq_seqkd.deploy.network import INT8_ACTIVATIONS, LSTMNet
 from fairseq_seqkd.deploy.search import Hypothesis, search
 from fairseq_seqkd.errors import SeqKDError
 
@@ -32,14 +35,17 @@ class Translator:
     """An exported student with decoding options; see the module docstring."""
 
     def __init__(self, loaded: "bundle_io.Bundle", beam: int = 1, lenpen: float = 1.0, max_len_a: float = 0.0,
-                 max_len_b: int = 200, min_len: int = 1):
+                 max_len_b: int = 200, min_len: int = 1, int8_activations: str = "sentence"):
         if beam < 1:
             raise SeqKDError(f"--beam {beam}: must be at least 1")
+        if int8_activations not in INT8_ACTIVATIONS:
+            raise SeqKDError(f"--int8-activations {int8_activations}: choose one of {', '.join(INT8_ACTIVATIONS)}")
         self.bundle = loaded
         self.source_vocab, self.target_vocab = loaded.source_vocab, loaded.target_vocab
         config = loaded.model_config
         try:
-            self.net = LSTMNet(config, loaded.weights, pad=self.source_vocab.pad, target_pad=self.target_vocab.pad)
+            self.net = LSTMNet(config, loaded.weights, pad=self.source_vocab.pad, target_pad=self.target_vocab.pad,
+                               int8_activations=int8_activations)
         except (KeyError, RuntimeError) as e:
             raise SeqKDError(f"{bundle_io.WEIGHTS}: does not match the manifest's model "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None

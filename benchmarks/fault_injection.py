@@ -46,7 +46,8 @@ def exists_phase(*paths):
 
 
 def build_inputs(base):
-    """The toy corpus (text and binarized), a tiny teacher and a tiny student; returns their paths."""
+    """The toy corpus (text and binarized), a tiny teacher and a tiny student (made anew); returns their paths."""
+    shutil.rmtree(base, ignore_errors=True)
     text = toydata.write_toy_corpus(os.path.join(base, "text"), sizes=(("train", 1200), ("valid", 80),
                                                                        ("test", 80)))
     data = toydata.preprocess(text, os.path.join(base, "bin"))
@@ -230,7 +231,7 @@ def signal_trials(work, rng):
     folder = os.path.join(work, "recipe")
     src, tgt = os.path.join(folder, "corpus.src"), os.path.join(folder, "corpus.tgt")
     rows = []
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGTERM):
+    for sig in (signal.SIGTERM, signal.SIGHUP):
         wd = os.path.join(folder, f"signal-{sig.name}")
         shutil.rmtree(wd, ignore_errors=True)
         started = faultinject.start(recipe_command(wd, src, tgt), folder, log=os.path.join(folder, f"{sig.name}.log"))
@@ -299,12 +300,12 @@ def main():
     for name, stage in stages(args.workdir, inp).items():
         if args.only and name not in args.only:
             continue
-        ref_print, ref_seconds = faultinject.reference(stage)
+        ref_print, ref_seconds, busy = faultinject.reference(stage)
         for _ in range(args.trials):
-            t = faultinject.trial(stage, ref_print, ref_seconds, rng, kills=args.kills_per_trial)
+            t = faultinject.trial(stage, ref_print, ref_seconds, rng, kills=args.kills_per_trial, busy=busy)
             rows.append({"stage": name, "delays": t.delays, "phases": t.phases, "killed": t.killed,
                          "rerun_status": t.rerun_status, "identical": t.identical, "differing": t.differing,
-                         "reference_seconds": round(ref_seconds, 1)})
+                         "reference_seconds": round(ref_seconds, 1), "busy_from": round(busy * ref_seconds, 1)})
             print(json.dumps(rows[-1]), flush=True)
     if not args.only or "fairseq-train" in args.only:
         for r in training_trials(args.workdir, inp, rng, args.train_kills):

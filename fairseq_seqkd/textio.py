@@ -79,6 +79,42 @@ def make_folder(path):
         raise SeqKDError(f"{path}: cannot create this folder ({e.strerror})") from None
 
 
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temporary_prefix(path):
+    """The prefix of ``path``'s temporaries: NAME.PID. (the pid tells a killed writer's leftovers apart)."""
+    return f"{os.path.basename(path)}.{os.getpid()}."
+
+
+def remove_stale_temporaries(path):
+    """Remove what writers of ``path`` killed before they could clean up left beside it (``NAME.PID.*.tmp``,
+    ``NAME.PID.*.old``, whose PID is no longer running); a live writer's are left alone."""
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.startswith(name + ".") and entry.endswith((".tmp", ".old"))):
+            continue
+        pid = entry[len(name) + 1:].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            full = os.path.join(folder, entry)
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(full)
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)
@@ -90,7 +126,8 @@ def atomic_open(path, mode="w", encoding="utf-8"):
     """Open a temporary file next to ``path``; rename it to ``path`` only if the block succeeds."""
     folder = os.path.dirname(os.path.abspath(path))
     make_folder(folder)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=folder)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private (0600); the output gets the usual mode
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
@@ -107,17 +144,19 @@ def atomic_dir(path):
     """Yield a new temporary folder next to ``path``; if the block succeeds it becomes ``path`` (replacing an
     earlier one), else it is removed. The one way this package publishes a folder: the temporary name is
     unique, so two runs never write into the same one, and ``path`` is either the old folder, the new one,
-    or (after a kill in the instant between two renames) absent, never half-written."""
+    or (after a kill in the instant between two renames) absent, never half-written. Temporaries of writers
+    that were killed (SIGKILL leaves no time to clean up) are removed by the next writer of ``path``."""
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     refuse_broken_link(path, path)
     make_folder(parent)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=parent)
+    remove_stale_temporaries(path)
+    tmp = tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".tmp", dir=parent)
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if os.path.lexists(path):
-            old = tempfile.mkdtemp(prefix=os.path.basename(path) + ".", suffix=".old", dir=parent)
+            old = tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".old", dir=parent)
             os.replace(path, os.path.join(old, "previous"))
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

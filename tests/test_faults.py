@@ -19,10 +19,10 @@ def distill_command(data, model, prefix, *extra):
 
 
 def check(stage, seed, trials, kills=1):
-    ref_print, ref_seconds = faultinject.reference(stage)
+    ref_print, ref_seconds, busy = faultinject.reference(stage)
     assert all(v != "<missing>" for v in ref_print.values()), ref_print
     rng = random.Random(seed)
-    results = [faultinject.trial(stage, ref_print, ref_seconds, rng, kills=kills) for _ in range(trials)]
+    results = [faultinject.trial(stage, ref_print, ref_seconds, rng, kills=kills, busy=busy) for _ in range(trials)]
     for r in results:
         assert r.identical, (r.delays, r.phases, r.differing)
     return results

@@ -52,3 +52,28 @@ def test_atomic_dir_publishes_whole_folders_and_leaves_nothing_on_failure(tmp_pa
         open(os.path.join(one, "x"), "w").write("1")
         open(os.path.join(two, "y"), "w").write("2")
     assert os.listdir(dest) == ["x"] and sorted(os.listdir(tmp_path)) == ["out"]  # the last to finish wins
+
+
+def test_a_killed_writers_temporaries_are_removed_by_the_next_writer(tmp_path):
+    """SIGKILL leaves no time to clean up: the next writer of the same path removes what a dead process left
+    (its pid is in the name), and leaves a live writer's alone."""
+    import subprocess
+    import sys
+
+    from fairseq_seqkd.textio import atomic_dir, temporary_prefix
+
+    dest = str(tmp_path / "out")
+    code = ("import os, sys\nfrom fairseq_seqkd.textio import atomic_dir, atomic_open\n"
+            "with atomic_open(sys.argv[1] + '.txt') as f, atomic_dir(sys.argv[1]) as d:\n"
+            "    f.write('half'); open(os.path.join(d, 'x'), 'w').write('half'); os.kill(os.getpid(), 9)\n")
+    proc = subprocess.run([sys.executable, "-c", code, dest])
+    assert proc.returncode == -9
+    left = sorted(os.listdir(tmp_path))
+    assert len(left) == 2 and all(name.endswith(".tmp") for name in left)  # what the kill left
+    live = tmp_path / (temporary_prefix(dest) + "busy.tmp")  # this (live) process's: not touched
+    live.mkdir()
+    with atomic_dir(dest) as tmp:
+        open(os.path.join(tmp, "y"), "w").write("whole")
+    with atomic_open(dest + ".txt") as f:
+        f.write("whole")
+    assert sorted(os.listdir(tmp_path)) == sorted(["out", "out.txt", live.name])

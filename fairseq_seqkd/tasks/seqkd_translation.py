@@ -54,7 +54,7 @@ from fairseq_seqkd import pruning
 from fairseq_seqkd.errors import SeqKDError, exit_on_error
 from fairseq_seqkd.generation import kbest_sentences
 from fairseq_seqkd.kbest import Sentence, kbest_header, write_kbest_rows
-from fairseq_seqkd.textio import atomic_open
+from fairseq_seqkd.textio import atomic_open, make_folder, remove_stale_temporaries, temporary_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +83,9 @@ class KBestSpool:
     def __init__(self, path, sentences):
         self.path, self.sentences, self.done, self.written = path, sentences, 0, False
         folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        prefix = os.path.basename(path) + "."
+        make_folder(folder)
+        remove_stale_temporaries(path)  # those of a run killed before it could remove them
+        prefix = temporary_prefix(path)
         self._spill = tempfile.NamedTemporaryFile(prefix=prefix, suffix=".spill.tmp", dir=folder, delete=False)
         fd, index_path = tempfile.mkstemp(prefix=prefix, suffix=".index.tmp", dir=folder)
         os.close(fd)

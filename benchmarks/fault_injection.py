@@ -133,17 +133,18 @@ def training_trials(work, inp, rng, kills):
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     ref_dir = os.path.join(folder, "reference")
-    code, seconds = faultinject.run_to_end(train_command(inp["data"], ref_dir, 4), folder)
+    epochs = 12  # long enough that most of the run is training, not start-up
+    code, seconds = faultinject.run_to_end(train_command(inp["data"], ref_dir, epochs), folder)
     assert code == 0
     ref_updates, ref_model, ref_opt = checkpoint_state(os.path.join(ref_dir, "checkpoint_last.pt"))
     rows = []
     for k in range(kills):
         save = os.path.join(folder, f"killed-{k}")
-        delay = rng.uniform(0.3, 0.95) * seconds
-        killed = faultinject.run_killed(train_command(inp["data"], save, 4), folder, delay)
+        delay = rng.uniform(0.5, 0.95) * seconds
+        killed = faultinject.run_killed(train_command(inp["data"], save, epochs), folder, delay)
         last = os.path.join(save, "checkpoint_last.pt")
         at = checkpoint_state(last)[0] if os.path.exists(last) else 0
-        code, _ = faultinject.run_to_end(train_command(inp["data"], save, 4), folder)
+        code, _ = faultinject.run_to_end(train_command(inp["data"], save, epochs), folder)
         updates, model, opt = checkpoint_state(last)
         same_weights = all(torch.equal(model[n], ref_model[n]) for n in ref_model)
         max_diff = max(float((model[n].float() - ref_model[n].float()).abs().max()) for n in ref_model)

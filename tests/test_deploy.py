@@ -228,12 +228,23 @@ def test_export_refuses_a_used_output_and_a_bad_spm_model(exported, toy_model, t
     target = tmp_path / "used"
     target.mkdir()
     (target / "keep.txt").write_text("x")
-    with pytest.raises(SeqKDError, match="not an empty directory"):
+    with pytest.raises(SeqKDError, match="exists and is neither empty nor an exported model"):
         export(toy_model, str(target))
     assert os.listdir(target) == ["keep.txt"]
     with pytest.raises(SeqKDError, match="not a SentencePiece model"):
         export(toy_model, str(tmp_path / "new"), spm_model=str(target / "keep.txt"))
     assert sorted(os.listdir(tmp_path)) == ["used"]
+
+
+def test_export_again_replaces_its_own_output(exported, toy_model, tmp_path):
+    """Rerunning the same export (e.g. after a kill just after it had written its folder) gives the same
+    folder anew instead of refusing its own output."""
+    out = str(tmp_path / "model")
+    export(toy_model, out)
+    first = {name: open(os.path.join(out, name), "rb").read() for name in sorted(os.listdir(out))}
+    export(toy_model, out)
+    assert {name: open(os.path.join(out, name), "rb").read() for name in sorted(os.listdir(out))} == first
+    assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
 def test_missing_directory_or_file(exported, tmp_path):

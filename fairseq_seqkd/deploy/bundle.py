@@ -94,12 +94,21 @@ def save(folder, manifest, weights, source_vocab, target_vocab, spm_model=None):
 
 
 def new_folder(folder):
-    """``folder`` as a real path, checked to be absent or an empty directory; else SeqKDError."""
+    """``folder`` as a real path, checked to be absent, an empty directory or an earlier bundle (which is then
+    replaced whole: rerunning an export gives its output anew); else SeqKDError."""
     refuse_broken_link(folder, folder)
     real = os.path.realpath(folder)
-    if os.path.exists(real) and not (os.path.isdir(real) and not os.listdir(real)):
-        raise SeqKDError(f"{folder}: exists and is not an empty directory (choose another --out)")
+    if os.path.exists(real) and not (os.path.isdir(real) and (not os.listdir(real) or _is_bundle(real))):
+        raise SeqKDError(f"{folder}: exists and is neither empty nor an exported model (choose another --out)")
     return real
+
+
+def _is_bundle(folder):
+    try:
+        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
+            return json.load(f).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _write_json(path, data):

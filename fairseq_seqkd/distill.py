@@ -23,7 +23,6 @@ shards decoded with different versions of it, are refused.
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ from fairseq_seqkd.binarize import binarize
 from fairseq_seqkd.errors import SeqKDError, StoppedEarly
 from fairseq_seqkd.kbest import Sentence, kbest_header, write_kbest_rows
 from fairseq_seqkd.selection import select_sentences
-from fairseq_seqkd.textio import atomic_open
+from fairseq_seqkd.textio import atomic_open, file_sha256
 
 logger = logging.getLogger("seqkd-distill")
 
@@ -102,15 +101,6 @@ class DistillOptions:
 
 def journal_path(prefix, shard_id, num_shards):
     return f"{prefix}.shard-{shard_id}-of-{num_shards}.jsonl"
-
-
-def file_sha256(path, chunk=1 << 20):
-    """The sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _sentence_id(raw):
@@ -326,7 +316,7 @@ def generate_shard(options: DistillOptions) -> ShardJournal:
                                        what="teacher")
     data_info = {"source_lang": task.cfg.source_lang, "target_lang": task.cfg.target_lang,
                  "sentences": len(dataset), "batches": len(batches),
-                 "batch_digest": hashlib.sha1(b"".join(b.tobytes() for b in batches)).hexdigest()}
+                 "batch_digest": generation.batches_digest(batches)}
     header = {"seqkd_distill": JOURNAL_FORMAT, "config": _journal_config(options, data_info, file_sha256(options.path)),
               "shard_id": options.shard_id}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -346,7 +336,7 @@ def _decode(options, journal, task, dataset, model, use_cuda, batches):
     from fairseq_seqkd import generation
 
     shard, shards = options.shard_id, options.num_shards
-    mine = [(j, b) for j, b in enumerate(batches) if j % shards == shard]
+    mine = generation.shard_batches(batches, shard, shards)
     todo = [(j, b) for j, b in mine if j not in journal.batches]
     total = sum(len(b) for _, b in mine)
     if journal.complete or not todo:

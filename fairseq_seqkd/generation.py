@@ -77,6 +77,21 @@ def fixed_batches(task, model, subset, max_tokens=None, batch_size=None, what="m
     ).frozen_batches
 
 
+def batches_digest(batches):
+    """A digest of fixed batches, their boundaries included: a resumed or merged shard must see the same."""
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.sha1(b"".join(np.int64(len(b)).tobytes() + np.asarray(b, dtype=np.int64).tobytes()
+                                 for b in batches)).hexdigest()
+
+
+def shard_batches(batches, shard_id, num_shards):
+    """[(j, batch)] of the fixed batches that shard ``shard_id`` of ``num_shards`` takes: j = shard_id + k N."""
+    return [(j, b) for j, b in enumerate(batches) if j % num_shards == shard_id]
+
+
 def collate(dataset, indices, use_cuda=False):
     """The sample (fairseq's collated batch) of the dataset ``indices``, on the GPU if asked."""
     from fairseq import utils

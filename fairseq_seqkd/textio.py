@@ -6,6 +6,7 @@ half-written file that looks complete.
 """
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -79,14 +80,28 @@ def make_folder(path):
         raise SeqKDError(f"{path}: cannot create this folder ({e.strerror})") from None
 
 
-def _pid_alive(pid):
+def file_sha256(path, chunk=1 << 20):
+    """The sha256 of a file's bytes, read in chunks (how a teacher checkpoint is named by its content)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pid_running(pid):
+    """Whether process ``pid`` exists and is not a zombie (a process that has ended but is not reaped yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: exists
 
 
 def temporary_prefix(path):
@@ -106,7 +121,7 @@ def remove_stale_temporaries(path):
         if not (entry.startswith(name + ".") and entry.endswith((".tmp", ".old"))):
             continue
         pid = entry[len(name) + 1:].split(".", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_running(int(pid)):
             full = os.path.join(folder, entry)
             if os.path.isdir(full) and not os.path.islink(full):
                 shutil.rmtree(full, ignore_errors=True)

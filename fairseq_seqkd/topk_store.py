@@ -37,7 +37,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from fairseq_seqkd.errors import SeqKDError, StoppedEarly
-from fairseq_seqkd.textio import atomic_dir
+from fairseq_seqkd.textio import atomic_dir, file_sha256
 
 logger = logging.getLogger("seqkd-topk")
 
@@ -56,15 +56,6 @@ def ids_dtype(vocab_size):
 
 def ids_file(dtype):
     return f"ids.{np.dtype(dtype).name}"
-
-
-def file_sha256(path, chunk=1 << 20):
-    """The sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dictionary_digest(dictionary):
@@ -378,8 +369,7 @@ def build_shard(options: TopKOptions) -> ShardWriter:
                                        what="teacher")
     config["num_shards"] = options.num_shards
     config["batches"] = len(batches)
-    config["batch_digest"] = hashlib.sha1(b"".join(np.int64(len(b)).tobytes() + np.asarray(b, dtype=np.int64).tobytes()
-                                                   for b in batches)).hexdigest()  # boundaries count too
+    config["batch_digest"] = generation.batches_digest(batches)
     shard = ShardWriter.open(folder, create=True)
     try:
         shard.resume(config)
@@ -396,7 +386,7 @@ def _compute(options, shard, task, dataset, teacher, use_cuda, batches):
     from fairseq_seqkd import generation
 
     me, shards = options.shard_id, options.num_shards
-    mine = [(j, b) for j, b in enumerate(batches) if j % shards == me]
+    mine = generation.shard_batches(batches, me, shards)
     todo = [(j, b) for j, b in mine if j not in shard.batches]
     if shard.complete or not todo:
         if not shard.complete:

@@ -49,6 +49,7 @@ import time
 from dataclasses import dataclass
 from typing import List
 
+from fairseq_seqkd.textio import pid_running
 from fairseq_seqkd.errors import EXIT_STOPPED, SeqKDError, StoppedEarly, exit_on_error
 
 FIELDS = 6
@@ -131,21 +132,6 @@ def exit_status(code):
     return f"exit status {code}"
 
 
-def running_pid(pid):
-    """Whether process ``pid`` exists and is not a zombie (a process that has ended but is not reaped yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def group_alive(pgid):
     """Whether a process of group ``pgid`` still runs; zombies waiting to be reaped do not count (Linux:
     from /proc; elsewhere any member, zombie or not, counts)."""
@@ -209,7 +195,7 @@ class PlanLock:
                     runner = int(number)
                 elif kind == "step" and group_alive(int(number)):
                     groups.append(number)
-        if runner is not None and running_pid(runner):
+        if runner is not None and pid_running(runner):
             return (f"{self.plan}: another runner (pid {runner}) is running this plan; wait for it to end, or "
                     f"stop it with: kill {runner}")
         if groups:

@@ -31,7 +31,8 @@ from omegaconf import II
 
 from fairseq_seqkd.errors import SeqKDError, exit_on_error
 from fairseq_seqkd.teacher import FrozenTeacher
-from fairseq_seqkd.topk_store import TopKStore, dictionary_digest, file_sha256
+from fairseq_seqkd.textio import file_sha256
+from fairseq_seqkd.topk_store import TopKStore, dictionary_digest
 
 
 @dataclass

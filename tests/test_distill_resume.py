@@ -103,7 +103,7 @@ def same_files(prefix, oracle, exts=("src", "tgt")):
 def test_unsharded_rerun_after_a_failed_binarization_only_merges_and_binarizes(toy_data, toy_model, tmp_path):
     prefix = tmp_path / "out" / "train.kd"
     (tmp_path / "afile").write_text("not a folder")
-    with pytest.raises(OSError):
+    with pytest.raises(SeqKDError, match="afile: cannot create this folder"):  # a one-line error, not a traceback
         run(toy_data, toy_model, prefix, binarize=str(tmp_path / "afile" / "bin"))
     journal = journal_path(str(prefix), 0, 1)
     assert os.path.exists(journal)  # the decoding is not lost
@@ -120,7 +120,7 @@ def test_sharded_merge_rerun_after_a_failed_binarization(toy_data, tmp_path):
     prefix = tmp_path / "train.kd"
     journals = write_journals(prefix, 300, 3, data=toy_data)
     (tmp_path / "afile").write_text("not a folder")
-    with pytest.raises(OSError):
+    with pytest.raises(SeqKDError, match="afile: cannot create this folder"):
         merge(prefix, 3, binarize=str(tmp_path / "afile" / "bin"))
     assert all(os.path.exists(p) for p in journals)
     assert merge(prefix, 3, binarize=str(tmp_path / "bin"))["sentences"] == 300

@@ -68,7 +68,9 @@ class Int8Linear:
         low, high = torch.aminmax(x, dim=1, keepdim=True)
         span = high.sub_(low).clamp_(min=1e-30)
         y = torch.ops.quantized.linear_dynamic(x.sub(low).div_(span), self.packed, True)
-        return y.mul_(span).add_(self.bias).addr_(low.view(-1), self.weight_sums)  # in place: no R x N copy
+        # one IEEE operation per element and step (no fused multiply-add, whose vector and scalar paths round
+        # differently, so that a row's result would depend on where threads split the batch)
+        return y.mul_(span).add_(self.bias).add_(low * self.weight_sums)
 
 
 class EncoderOut:

@@ -70,8 +70,8 @@ def test_every_model_of_every_seed_is_evaluated_and_reported(study):
 def test_one_line_per_step_and_a_log_for_each(study):
     workdir, proc = study
     names = plan_names(workdir)
-    assert len(names) == 1 + 2 * (10 + 2 + 3 + 10 + 1) + 1  # prepare; per seed: trainings, distillations,
-    # prunings, evaluations, report; the report over both seeds
+    assert len(names) == 1 + 2 * (10 + 2 + 3 + 3 + 10 + 1) + 1  # prepare; per seed: trainings, distillations,
+    # top-k stores, prunings, evaluations, report; the report over both seeds
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert lines[0].startswith(f"{len(names)} of {len(names)} steps to run")
     steps = lines[1:-1]

@@ -377,6 +377,10 @@ class Runner:
                 signal_group(proc.pid, signal.SIGKILL)
         for proc in steps.values():
             proc.wait()
+        # SIGKILL is delivered asynchronously: return only once the killed groups are gone (or after 5 s)
+        deadline = time.monotonic() + 5
+        while any(group_alive(proc.pid) for proc in steps.values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
         if killed:
             self.say(f"killed with SIGKILL after {self.grace:g} s: {', '.join(killed)}")
 

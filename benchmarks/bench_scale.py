@@ -12,10 +12,11 @@ process tree and measures:
 - peak anonymous resident memory (RssAnon of /proc/PID/status, summed over the process tree, sampled every
   20 ms) and, separately, peak file-backed resident memory (RssFile: pages of memory-mapped files, the page
   cache's, shared between processes),
-- the growth of RssAnon per sentence between the smallest and the largest size (bytes per sentence), and what
-  that slope gives at WMT14's 4.5M pairs,
-- for two ``word_kd`` DDP ranks (gloo, CPU) training 3 epochs from the top-k store: each rank's peak RssAnon
-  in each epoch (epochs found by rank 0's "begin training epoch" lines), which must not grow.
+- the growth of RssAnon per sentence between the two largest sizes (bytes per sentence), and what that slope
+  gives at WMT14's 4.5M pairs (an upper bound: at small N a peak still rises with the fullest batch it meets),
+- for two DDP ranks (gloo, CPU) training 3 epochs, ``word_kd`` from the top-k store and fairseq's
+  ``cross_entropy`` as the control: each rank's peak and median RssAnon in each epoch (epochs found by rank 0's
+  "begin training epoch" lines), which must not grow.
 
     python benchmarks/bench_scale.py [--sizes 25000 100000 400000] [--vocab 4000] [--workdir /tmp/seqkd-scale]
                                      [--stages binarize distill ...] [--out runs/scale]
@@ -208,9 +209,9 @@ def measure_ranks(command, log, world_size=2):
         while not stop.is_set():
             total_file = 0
             for rank, proc in enumerate(procs):
-                pids = tree(proc.pid)
-                anon = sum(rss(p)[0] for p in pids)
-                total_file += sum(rss(p)[1] for p in pids)
+                sizes = [rss(p) for p in tree(proc.pid)]
+                anon = sum(a for a, _ in sizes)
+                total_file += sum(f for _, f in sizes)
                 if epoch[0]:
                     peaks[rank].setdefault(epoch[0], []).append(anon)
             filed[0] = max(filed[0], total_file)

@@ -257,22 +257,19 @@ def stage_commands(n_dir, text, dicts, teacher):
     before a merge)."""
     data = os.path.join(n_dir, "bin")
     d = os.path.join(n_dir, "distill")
-    ddp_train = ["fairseq-train", data, "--user-dir", USER_DIR, "--task", "seqkd_translation", "--arch",
-                 "luong_lstm_1x32", "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "2000", "--max-epoch",
-                 str(EPOCHS), "--save-dir", f"{n_dir}/ddp", "--num-workers", "0", "--disable-validation", "--no-save",
-                 "--seed", "1", "--log-format", "simple"]
-    train300 = ["fairseq-train", data, "--user-dir", USER_DIR, "--task", "seqkd_translation", "--arch",
-                "luong_lstm_1x32", "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "2000", "--max-update", "300",
-                "--save-dir", f"{n_dir}/student", "--cpu", "--num-workers", "0", "--disable-validation", "--no-save",
-                "--seed", "1"]
+    train = ["fairseq-train", data, "--user-dir", USER_DIR, "--task", "seqkd_translation", "--arch", "luong_lstm_1x32",
+             "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "2000", "--num-workers", "0",
+             "--disable-validation", "--no-save", "--seed", "1"]
+    train300 = [*train, "--max-update", "300", "--save-dir", f"{n_dir}/student", "--cpu"]
+    ddp_train = [*train, "--max-epoch", str(EPOCHS), "--save-dir", f"{n_dir}/ddp", "--log-format", "simple"]
+    fixed_mmap = ["env", f"MALLOC_MMAP_THRESHOLD_={FIXED_MMAP_THRESHOLD}"]
     return {
         "binarize": [["fairseq-preprocess", "--source-lang", "src", "--target-lang", "tgt", "--trainpref",
                       f"{text}/train", "--validpref", f"{text}/valid", "--testpref", f"{text}/test", "--destdir", data,
                       "--srcdict", dicts[0], "--tgtdict", dicts[1], "--workers", "1"]],
         "distill (beam 5)": [["seqkd-distill", data, "--path", teacher, *DISTILL, "--beam", "5",
                               "--out-prefix", f"{d}/one"]],
-        ALLOCATOR_STAGES[3]: [["env", f"MALLOC_MMAP_THRESHOLD_={FIXED_MMAP_THRESHOLD}", "seqkd-distill", data,
-                               "--path", teacher, *DISTILL, "--beam", "5", "--out-prefix", f"{d}/fixed-mmap"]],
+        ALLOCATOR_STAGES[3]: [[*fixed_mmap, "seqkd-distill", data, "--path", teacher, *DISTILL, "--beam", "5", "--out-prefix", f"{d}/fixed-mmap"]],
         "distill 4 shards (each)": [["seqkd-distill", data, "--path", teacher, *DISTILL, "--beam", "5",
                                      "--out-prefix", f"{d}/sh", "--num-shards", "4", "--shard-id", "0"]],
         "distill merge + binarize": [("setup", ["bash", "-c", " && ".join(
@@ -289,10 +286,9 @@ def stage_commands(n_dir, text, dicts, teacher):
         "word_kd, 300 updates from the store": [[*train300, "--criterion", "word_kd", "--kd-topk-store",
                                                  f"{n_dir}/topk"]],
         ALLOCATOR_STAGES[0]: [[*train300, "--criterion", "cross_entropy"]],
-        ALLOCATOR_STAGES[1]: [["env", f"MALLOC_MMAP_THRESHOLD_={FIXED_MMAP_THRESHOLD}", *train300, "--criterion",
-                               "word_kd", "--kd-topk-store", f"{n_dir}/topk"]],
-        ALLOCATOR_STAGES[2]: [["env", f"MALLOC_MMAP_THRESHOLD_={FIXED_MMAP_THRESHOLD}", *train300, "--criterion",
-                               "cross_entropy"]],
+        ALLOCATOR_STAGES[1]: [[*fixed_mmap, *train300, "--criterion", "word_kd", "--kd-topk-store",
+                               f"{n_dir}/topk"]],
+        ALLOCATOR_STAGES[2]: [[*fixed_mmap, *train300, "--criterion", "cross_entropy"]],
         DDP_STAGE: [[*ddp_train, "--criterion", "word_kd", "--kd-topk-store", f"{n_dir}/topk"]],
         DDP_CONTROL: [[*ddp_train, "--criterion", "cross_entropy"]],
         "seqkd-eval": [["seqkd-eval", data, "--path", teacher, "--json", f"{n_dir}/eval.json", "--cpu", "--beam", "5",

@@ -23,7 +23,7 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install "$(TORCH)" numpy cython setuptools wheel
 	$(BIN)/python -m pip install --no-build-isolation "$(FAIRSEQ)"
-	$(BIN)/python -m pip install -e ".[test,bible]"
+	$(BIN)/python -m pip install -e ".[test,bible,fast]"
 	touch $@
 
 test: $(STAMP)

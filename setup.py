@@ -28,6 +28,8 @@ setup(
     extras_require={
         "test": ["pytest"],
         "bible": ["pysword"],
+        # seqkd-distill --engine ctranslate2 (Transformer teachers, docs/engines.md)
+        "fast": ["ctranslate2==4.8.5"],
     },
     entry_points={
         "console_scripts": [

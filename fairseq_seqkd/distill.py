@@ -41,7 +41,7 @@ logger = logging.getLogger("seqkd-distill")
 #: Options that change the output: a resumed or merged run must have used the same ones.
 OUTPUT_OPTIONS = ("data", "path", "subset", "source_lang", "target_lang", "beam", "nbest", "select",
                   "remove_bpe", "write_kbest", "max_tokens", "batch_size", "max_len_a", "max_len_b",
-                  "lenpen", "num_shards", "fp16")
+                  "lenpen", "num_shards", "fp16", "engine", "engine_quantize")
 
 #: The journal format (the header's ``seqkd_distill``); 1 was one line per batch, kept whole in memory.
 JOURNAL_FORMAT = 2
@@ -76,11 +76,19 @@ class DistillOptions:
     binarize: Optional[str] = None
     cpu: bool = False
     fp16: bool = False
+    engine: str = "fairseq"  # or "ctranslate2", "seqkd" (fairseq_seqkd.engines)
+    engine_quantize: Optional[str] = None  # the engine's default when None
+    engine_cache: Optional[str] = None  # where ctranslate2 keeps converted teachers (default: beside them)
 
     def checked(self):
         """A copy with defaults filled in; SeqKDError on options that do not go together."""
         if self.merge:
             return self
+        from fairseq_seqkd.engines import check_engine
+
+        quantize = check_engine(self.engine, self.engine_quantize, self.fp16)
+        if quantize != self.engine_quantize:
+            return dataclasses.replace(self, engine_quantize=quantize).checked()
         if not self.data or not self.path:
             raise SeqKDError("DATA and --path TEACHER.pt are required (or --merge)")
         for name in ("beam", "nbest", "num_shards"):
@@ -312,25 +320,37 @@ def generate_shard(options: DistillOptions) -> ShardJournal:
         raise SeqKDError(f"{options.data}: subset '{options.subset}' has no target side: --select seq-inter "
                          f"needs the references")
     model, use_cuda = generation.load_for_generation(options.path, task, "teacher", options.cpu, options.fp16)
+    teacher_sha256 = file_sha256(options.path)
+    engine = _build_engine(options, task, model, use_cuda, teacher_sha256)
     batches = generation.fixed_batches(task, model, options.subset, options.max_tokens, options.batch_size,
                                        what="teacher")
     data_info = {"source_lang": task.cfg.source_lang, "target_lang": task.cfg.target_lang,
                  "sentences": len(dataset), "batches": len(batches),
                  "batch_digest": generation.batches_digest(batches)}
-    header = {"seqkd_distill": JOURNAL_FORMAT, "config": _journal_config(options, data_info, file_sha256(options.path)),
+    header = {"seqkd_distill": JOURNAL_FORMAT, "config": _journal_config(options, data_info, teacher_sha256),
               "shard_id": options.shard_id}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     journal = ShardJournal.open(path, create=True)
     try:
         journal.resume(header)
-        _decode(options, journal, task, dataset, model, use_cuda, batches)
+        _decode(options, journal, dataset, engine, use_cuda, batches)
     except BaseException:
         journal.close()
         raise
     return journal
 
 
-def _decode(options, journal, task, dataset, model, use_cuda, batches):
+def _build_engine(options, task, model, use_cuda, teacher_sha256):
+    """The decoding engine of ``options.engine`` for this teacher; SeqKDError if it cannot run it."""
+    from fairseq_seqkd import engines
+
+    return engines.build_engine(options.engine, options.engine_quantize, task, model, options.path,
+                                beam=options.beam, nbest=options.nbest, max_len_a=options.max_len_a,
+                                max_len_b=options.max_len_b, lenpen=options.lenpen, use_cuda=use_cuda,
+                                cache_dir=options.engine_cache, teacher_sha256=teacher_sha256)
+
+
+def _decode(options, journal, dataset, engine, use_cuda, batches):
     from tqdm import tqdm
 
     from fairseq_seqkd import generation
@@ -344,10 +364,9 @@ def _decode(options, journal, task, dataset, model, use_cuda, batches):
             journal.finish()
         logger.info("shard %d of %d: all %d batches done already", shard, shards, len(mine))
         return
-    generator = generation.Generator(task, model, beam=options.beam, nbest=options.nbest,
-                                     max_len_a=options.max_len_a, max_len_b=options.max_len_b, lenpen=options.lenpen)
-    logger.info("shard %d of %d: %d of %d batches to decode (%d sentences in the shard, %d in %s), beam %d, %s",
-                shard, shards, len(todo), len(mine), total, len(dataset), options.subset, options.beam,
+    logger.info("shard %d of %d: %d of %d batches to decode (%d sentences in the shard, %d in %s), beam %d, "
+                "engine %s%s, %s", shard, shards, len(todo), len(mine), total, len(dataset), options.subset,
+                options.beam, engine.name, f" {options.engine_quantize}" if options.engine_quantize else "",
                 "cuda" if use_cuda else "cpu")
     start, decoded = time.time(), 0
     bar = tqdm(total=total, initial=total - sum(len(b) for _, b in todo), unit="sent", desc="distill",
@@ -358,8 +377,7 @@ def _decode(options, journal, task, dataset, model, use_cuda, batches):
                 raise StoppedEarly(f"after {count} batches, as asked (--stop-after-batches): "
                                    f"{len(journal.batches)} of the {len(mine)} batches of shard {shard} of "
                                    f"{shards} are done, in {journal.path}; rerun with --resume to continue")
-            sample = generation.collate(dataset, batch, use_cuda)
-            entries = generator.kbest_sentences(sample, generator.generate(sample))
+            entries = engine.decode(dataset, batch)
             records = []
             for entry, choice in zip(entries, select_sentences(entries, options.select, options.remove_bpe)):
                 record = {"id": entry.id, "src": entry.source, "tgt": choice.target}
@@ -377,8 +395,8 @@ def _decode(options, journal, task, dataset, model, use_cuda, batches):
         bar.close()
     journal.finish()
     seconds = time.time() - start
-    logger.info("shard %d of %d: decoded %d sentences in %.1fs (%.1f sentences/s)", shard, shards, decoded,
-                seconds, decoded / max(seconds, 1e-9))
+    logger.info("shard %d of %d: decoded %d sentences in %.1fs (%.1f sentences/s; engine %s: %.1fs of decoding)",
+                shard, shards, decoded, seconds, decoded / max(seconds, 1e-9), engine.name, engine.seconds)
 
 
 def open_shards(out_prefix, num_shards, held: Optional[Dict[int, ShardJournal]] = None) -> List[ShardJournal]:

@@ -1,9 +1,10 @@
 """The numbers of the paper's Table 1 for one model: BLEU with greedy decoding (K=1) and beam search (K=5),
 gold-data perplexity, p(ŷ), parameters and decoding speed (Kim & Rush 2016, §5).
 
-Decoding goes through fairseq's own generator (:mod:`fairseq_seqkd.generation`, the path Seq-KD uses),
-so the outputs are fairseq-generate's; BLEU is sacrebleu's corpus BLEU of the detokenized outputs,
-the number sacrebleu gives on fairseq-generate's output with ``--post-process``.
+Decoding goes through one of seqkd-distill's engines (:mod:`fairseq_seqkd.engines`; by default fairseq's
+own generator, so the outputs are fairseq-generate's), and the speed figures are that engine's; p(ŷ) is
+always the fairseq model's probability of its own greedy output. BLEU is sacrebleu's corpus BLEU of the
+detokenized outputs, the number sacrebleu gives on fairseq-generate's output with ``--post-process``.
 
 Speed is source words per second at batch size 1 (the paper's setting), measured so that it means
 something on a shared or noisy machine: a fixed number of CPU threads (recorded), a few warm-up sentences
@@ -71,6 +72,9 @@ class EvalOptions:
     lenpen: float = 1.0
     fp16: bool = False
     cpu: bool = False
+    engine: str = "fairseq"  # who decodes (fairseq_seqkd.engines): fairseq, ctranslate2 or seqkd
+    engine_quantize: Optional[str] = None
+    engine_cache: Optional[str] = None
     hyps_out: Optional[str] = None  # write the detokenized outputs to HYPS_OUT.greedy / .beam
     name: Optional[str] = None
     speed: SpeedOptions = dataclasses.field(default_factory=SpeedOptions)
@@ -91,48 +95,51 @@ def _gold_nll(task, model, dataset, batches, use_cuda):
     return nll, ntokens
 
 
-def _best_hypotheses(generator, dataset, batches, use_cuda):
-    """{id: (tokens, positional log-probs)} of the best hypothesis of every sentence."""
+def _best_hypotheses(engine, dataset, batches):
+    """{id: subword text} of the best hypothesis of every sentence."""
+    return {entry.id: entry.hyps[0][1] for batch in batches for entry in engine.decode(dataset, batch)}
+
+
+def _greedy_log_probs(generator, dataset, batches, use_cuda):
+    """{id: summed natural-log probability} of the model's own greedy output (fairseq's), EOS included."""
     out = {}
     for batch in batches:
         sample = generation.collate(dataset, batch, use_cuda)
-        hypos = generator.generate(sample)
-        for i, sid in enumerate(sample["id"].tolist()):
-            best = hypos[i][0]
-            out[sid] = (best["tokens"].cpu(), best["positional_scores"].float().cpu())
+        for sid, hypos in zip(sample["id"].tolist(), generator.generate(sample)):
+            out[sid] = float(hypos[0]["positional_scores"].double().sum())
     return out
 
 
-def _measure(generator, samples, words, sentences, min_seconds):
-    """Source words/s of one measurement: ``samples`` decoded one at a time, again and again, until at
-    least ``sentences`` sentences and ``min_seconds`` seconds; returns (words/s, sentences decoded)."""
-    generator.seconds, decoded, total_words = 0.0, 0, 0
-    while decoded < sentences or generator.seconds < min_seconds:
-        k = decoded % len(samples)
-        generator.generate(samples[k])
+def _measure(engine, dataset, indices, words, sentences, min_seconds):
+    """Source words/s of one measurement: sentences ``indices`` decoded one at a time, again and again, until
+    at least ``sentences`` sentences and ``min_seconds`` seconds; returns (words/s, sentences decoded)."""
+    engine.seconds, decoded, total_words = 0.0, 0, 0
+    while decoded < sentences or engine.seconds < min_seconds:
+        k = decoded % len(indices)
+        engine.decode(dataset, [indices[k]])
         total_words += words[k]
         decoded += 1
-    return total_words / max(generator.seconds, 1e-12), decoded
+    return total_words / max(engine.seconds, 1e-12), decoded
 
 
-def measure_speed(generators, dataset, src_words, use_cuda, speed: SpeedOptions):
-    """{key: summary} of the batch-size-1 speed of each generator ({key: Generator}), see the module doc."""
+def measure_speed(engines, dataset, src_words, speed: SpeedOptions):
+    """{key: summary} of the batch-size-1 speed of each engine ({key: Engine}), see the module doc."""
     n = min(len(dataset), speed.sentences) if speed.sentences else len(dataset)
     if n == 0:
         raise SeqKDError("no sentences to time")
-    samples = [generation.collate(dataset, [i], use_cuda) for i in range(n)]
+    indices = list(range(n))
     words = [src_words[i] for i in range(n)]
     threads_before = torch.get_num_threads()
     torch.set_num_threads(speed.threads)
     try:
-        for generator in generators.values():
+        for engine in engines.values():
             for k in range(speed.warmup):
-                generator.generate(samples[k % n])
-        runs = {key: [] for key in generators}
-        decoded = {key: [] for key in generators}
+                engine.decode(dataset, [indices[k % n]])
+        runs = {key: [] for key in engines}
+        decoded = {key: [] for key in engines}
         for _ in range(speed.repeats):
-            for key, generator in generators.items():  # alternating, so that drift hits both alike
-                rate, count = _measure(generator, samples, words, n, speed.min_seconds)
+            for key, engine in engines.items():  # alternating, so that drift hits both alike
+                rate, count = _measure(engine, dataset, indices, words, n, speed.min_seconds)
                 runs[key].append(rate)
                 decoded[key].append(count)
     finally:
@@ -145,11 +152,23 @@ def measure_speed(generators, dataset, src_words, use_cuda, speed: SpeedOptions)
     return out, n
 
 
+def _engine(options, task, model, beam, use_cuda, threads=None):
+    from fairseq_seqkd.engines import build_engine
+
+    return build_engine(options.engine, options.engine_quantize, task, model, options.path, beam=beam, nbest=1,
+                        max_len_a=options.max_len_a, max_len_b=options.max_len_b, lenpen=options.lenpen,
+                        use_cuda=use_cuda, cache_dir=options.engine_cache, threads=threads)
+
+
 def evaluate(options: EvalOptions):
     """Evaluate one model; returns the result as a dict (the keys of seqkd-eval's JSON)."""
     import sacrebleu
 
+    from fairseq_seqkd.engines import check_engine
+
     options.speed.check()
+    options = dataclasses.replace(options, engine_quantize=check_engine(options.engine, options.engine_quantize,
+                                                                        options.fp16))
     ref_paths = ([options.refs] if options.refs else []) + list(options.extra_refs)
     for path in ref_paths:
         if not os.path.isfile(path):
@@ -178,33 +197,39 @@ def evaluate(options: EvalOptions):
     batches = generation.fixed_batches(task, model, options.subset, max_tokens=options.max_tokens)
     result = {"name": options.name, "checkpoint": os.path.abspath(options.path), "subset": options.subset,
               "sentences": n, "beam": options.beam}
-    generators = {key: generation.Generator(task, model, beam=beam, max_len_a=options.max_len_a,
-                                            max_len_b=options.max_len_b, lenpen=options.lenpen)
-                  for key, beam in (("greedy", 1), ("beam", options.beam))}
+    engines = {key: _engine(options, task, model, beam, use_cuda) for key, beam in (("greedy", 1), ("beam", options.beam))}
+    result["engine"] = engines["beam"].name
+    result["engine_quantize"] = options.engine_quantize
     bleu, multi = sacrebleu.BLEU(), sacrebleu.BLEU()
-    outputs = {}
-    for key, generator in generators.items():
-        generator.seconds = 0.0
-        hyps = outputs[key] = _best_hypotheses(generator, dataset, batches, use_cuda)
-        texts = [words(tgt_dict, hyps[i][0]) for i in range(n)]
+    for key, engine in engines.items():
+        engine.seconds = 0.0
+        hyps = _best_hypotheses(engine, dataset, batches)
+        texts = [remove_subwords(hyps[i], options.remove_bpe) for i in range(n)]
         result[f"bleu_{key}"] = bleu.corpus_score(texts, refs[:1]).score
         if options.extra_refs:
             result[f"bleu_{key}_multiref"] = multi.corpus_score(texts, refs).score
-        result[f"src_words_per_sec_{key}_batched"] = sum(src_words) / generator.seconds
+        result[f"src_words_per_sec_{key}_batched"] = sum(src_words) / engine.seconds
         if options.hyps_out:
             atomic_write_lines(f"{options.hyps_out}.{key}", texts)
-        logger.info("%s (beam %d): BLEU %.2f, %.0f source words/s batched", key, generator.generator.beam_size,
+        logger.info("%s (beam %d, engine %s): BLEU %.2f, %.0f source words/s batched", key, engine.beam, engine.name,
                     result[f"bleu_{key}"], result[f"src_words_per_sec_{key}_batched"])
     result["bleu_signature"] = str(bleu.get_signature())
     if options.extra_refs:
         result["bleu_signature_multiref"] = str(multi.get_signature())
     # p(ŷ): the model's probability of its own greedy output, EOS included, averaged over sentences
-    result["p_yhat"] = sum(math.exp(float(outputs["greedy"][i][1].double().sum())) for i in range(n)) / n
+    # (the model's own: fairseq's greedy search, whatever the engine)
+    greedy = generation.Generator(task, model, beam=1, max_len_a=options.max_len_a, max_len_b=options.max_len_b,
+                                  lenpen=options.lenpen)
+    log_probs = _greedy_log_probs(greedy, dataset, batches, use_cuda)
+    result["p_yhat"] = sum(math.exp(log_probs[i]) for i in range(n)) / n
     nll, ntokens = _gold_nll(task, model, dataset, batches, use_cuda)
     result["ppl"] = math.exp(nll / ntokens)
     result["params"] = sum(p.numel() for p in model.parameters())
     result["params_nonzero"] = sum(int(p.count_nonzero()) for p in model.parameters())
-    speeds, speed_n = measure_speed(generators, dataset, src_words, use_cuda, options.speed)
+    if options.engine == "ctranslate2":  # its thread count is fixed when it is loaded
+        engines = {key: _engine(options, task, model, beam, use_cuda, options.speed.threads)
+                   for key, beam in (("greedy", 1), ("beam", options.beam))}
+    speeds, speed_n = measure_speed(engines, dataset, src_words, options.speed)
     for key, summary in speeds.items():
         result[f"src_words_per_sec_{key}"] = summary["median"]
         result[f"src_words_per_sec_{key}_runs"] = summary["runs"]

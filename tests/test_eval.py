@@ -144,14 +144,15 @@ class FakeDataset:
         return items
 
 
-class FakeGenerator:
+class FakeEngine:
     """Takes 10 ms of simulated time per sentence; records the thread count it ran with."""
 
     def __init__(self):
         self.calls, self.threads, self.seconds = [], set(), 0.0
 
-    def generate(self, sample):
-        self.calls.append(sample[0])
+    def decode(self, dataset, batch):
+        assert len(batch) == 1  # batch size 1, the paper's setting
+        self.calls.append(dataset[batch[0]])
         self.threads.add(torch.get_num_threads())
         self.seconds += 0.01
 
@@ -161,18 +162,18 @@ def test_speed_warmup_minimum_repeats_median_and_threads():
 
     words = [1, 2, 3, 4, 5, 6]
     before = torch.get_num_threads()
-    gens = {"greedy": FakeGenerator(), "beam": FakeGenerator()}
-    speeds, n = measure_speed(gens, FakeDataset(6), words, False,
+    gens = {"greedy": FakeEngine(), "beam": FakeEngine()}
+    speeds, n = measure_speed(gens, FakeDataset(6), words,
                               SpeedOptions(sentences=4, repeats=3, warmup=2, min_seconds=0.0, threads=1))
     assert n == 4 and gens["greedy"].calls == [0, 1] + [0, 1, 2, 3] * 3  # warm-up, then 3 x the first 4
     assert speeds["greedy"]["median"] == pytest.approx(10 / 0.04) and speeds["greedy"]["spread"] == 0
     assert gens["beam"].threads == {1} and torch.get_num_threads() == before  # restored afterwards
-    gens = {"greedy": FakeGenerator()}
-    speeds, n = measure_speed(gens, FakeDataset(6), words, False,
+    gens = {"greedy": FakeEngine()}
+    speeds, n = measure_speed(gens, FakeDataset(6), words,
                               SpeedOptions(sentences=4, repeats=1, warmup=0, min_seconds=0.095))
     assert gens["greedy"].calls == [0, 1, 2, 3] * 2 + [0, 1]  # decoded again until 0.095 s had passed
     assert speeds["greedy"]["decoded"] == 10 and speeds["greedy"]["median"] == pytest.approx(23 / 0.1)
-    speeds, n = measure_speed({"greedy": FakeGenerator()}, FakeDataset(3), words, False,
+    speeds, n = measure_speed({"greedy": FakeEngine()}, FakeDataset(3), words,
                               SpeedOptions(sentences=0, repeats=1, warmup=0, min_seconds=0))
     assert n == 3 and speeds["greedy"]["decoded"] == 3  # 0: every sentence of the subset once
 

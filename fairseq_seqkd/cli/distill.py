@@ -3,6 +3,7 @@
     seqkd-distill DATA --path TEACHER.pt --out-prefix OUT [--subset train] [--beam 5]
                   [--max-tokens N | --batch-size N] [--nbest K --select seq-inter [--write-kbest]]
                   [--num-shards N --shard-id I] [--resume] [--binarize DIR]
+                  [--engine fairseq|ctranslate2|seqkd [--engine-quantize Q]]
     seqkd-distill --merge --out-prefix OUT --num-shards N [--binarize DIR]
 
 Writes OUT.SRC and OUT.TGT (SRC/TGT: the data's language codes) in the
@@ -29,10 +30,16 @@ when its process dies). The journal records the teacher checkpoint's sha256:
 a resume after the checkpoint changed, and a merge of shards decoded with
 different versions of it, are refused.
 --stop-after-batches N stops with exit status 3 (output not complete yet).
+
+--engine picks who decodes: fairseq (the default and the reference),
+ctranslate2 (a Transformer teacher, converted once into TEACHER.pt.ct2-SHA)
+or seqkd (an LSTM teacher); the engine and its --engine-quantize are output
+options, so a resume or merge with another engine is refused.
 """
 
 from fairseq_seqkd.cli import argument_parser, run_script
 from fairseq_seqkd.distill import DistillOptions, distill
+from fairseq_seqkd.engines import ENGINES, QUANTIZE
 from fairseq_seqkd.subwords import REMOVE_BPE
 
 
@@ -65,7 +72,16 @@ def get_parser():
                         "for time-limited jobs")
     p.add_argument("--binarize", metavar="DIR", help="also binarize the output into DIR with DATA's dictionaries")
     p.add_argument("--cpu", action="store_true", help="decode on the CPU even if a GPU is available")
-    p.add_argument("--fp16", action="store_true", help="decode in half precision (GPU)")
+    p.add_argument("--fp16", action="store_true", help="decode in half precision (GPU; the fairseq engine)")
+    p.add_argument("--engine", choices=ENGINES, default="fairseq",
+                   help="who runs the teacher's beam search: fairseq's SequenceGenerator; ctranslate2 "
+                        "(Transformer teachers, pip install 'fairseq-seqkd[fast]'); seqkd, our LSTM decoder "
+                        "(LSTM teachers). See docs/engines.md")
+    p.add_argument("--engine-quantize", choices=sorted({q for qs in QUANTIZE.values() for q in qs}),
+                   help="the engine's precision: ctranslate2 float32 (default), int8, int8_float16 or float16 "
+                        "(GPU); seqkd float32 (default) or int8 (CPU)")
+    p.add_argument("--engine-cache", metavar="DIR",
+                   help="where --engine ctranslate2 keeps converted teachers (default: beside the checkpoint)")
     return p
 
 

@@ -1,7 +1,7 @@
 """seqkd-eval: the numbers of the paper's Table 1 for one model, as JSON.
 
     seqkd-eval DATA --path CKPT --json OUT.json [--subset test] [--beam 5] [--lenpen 1] [--fp16]
-               [--remove-bpe sentencepiece] [--refs FILE] [--extra-refs FILE ...] [--name NAME]
+               [--engine fairseq|ctranslate2|seqkd [--engine-quantize Q]] [--remove-bpe sentencepiece] [--refs FILE] [--extra-refs FILE ...] [--name NAME]
                [--speed-sentences N] [--speed-repeats 3] [--speed-min-seconds 1] [--speed-threads 1]
 
 Keys: ``bleu_greedy`` and ``bleu_beam`` (sacrebleu corpus BLEU of the
@@ -15,12 +15,14 @@ measurements, each of at least ``--speed-sentences`` sentences and
 ``--speed-min-seconds`` seconds after ``--speed-warmup`` untimed sentences,
 with ``--speed-threads`` CPU threads; ``_runs``: every measurement,
 ``_spread``: (max - min) / median; ``_batched`` keys: the batched BLEU runs),
-the sacrebleu signature, device and thread count.
+the sacrebleu signature, device and thread count, and ``engine`` /
+``engine_quantize``: who decoded (the speed figures are that engine's).
 """
 
 import os
 
 from fairseq_seqkd.cli import argument_parser, run_script
+from fairseq_seqkd.engines import ENGINES, QUANTIZE
 from fairseq_seqkd.evaluation import EvalOptions, SpeedOptions, evaluate, write_result
 from fairseq_seqkd.subwords import REMOVE_BPE
 
@@ -46,7 +48,12 @@ def get_parser():
     p.add_argument("--max-len-b", type=int, default=200)
     p.add_argument("--hyps-out", help="write the detokenized greedy and beam outputs to this prefix (.greedy/.beam)")
     p.add_argument("--cpu", action="store_true")
-    p.add_argument("--fp16", action="store_true", help="decode in half precision (GPU)")
+    p.add_argument("--fp16", action="store_true", help="decode in half precision (GPU; the fairseq engine)")
+    p.add_argument("--engine", choices=ENGINES, default="fairseq",
+                   help="who decodes the BLEU and speed runs, as seqkd-distill --engine (docs/engines.md)")
+    p.add_argument("--engine-quantize", choices=sorted({q for qs in QUANTIZE.values() for q in qs}),
+                   help="the engine's precision, as seqkd-distill --engine-quantize")
+    p.add_argument("--engine-cache", metavar="DIR", help="where --engine ctranslate2 keeps converted models")
     speed = SpeedOptions()
     p.add_argument("--speed-sentences", type=int, default=speed.sentences,
                    help="time batch-size-1 decoding on the first N sentences (0: all); fewer are decoded again")

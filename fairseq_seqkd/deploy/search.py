@@ -35,10 +35,17 @@ def search(net, enc, max_lens: List[int], beam: int = 1, lenpen: float = 1.0, mi
 
     ``max_lens[i]``: the most words sentence i may get before </s> (fairseq's ``max_len``).
     """
+    return [hyps[0] for hyps in search_nbest(net, enc, max_lens, beam, 1, lenpen, min_len, eos)]
+
+
+def search_nbest(net, enc, max_lens: List[int], beam: int = 1, nbest: int = 1, lenpen: float = 1.0,
+                 min_len: int = 1, eos: int = 2) -> List[List[Hypothesis]]:
+    """The ``nbest`` best finished hypotheses of each sentence (at most ``beam``), best first, as
+    fairseq-generate's ``--nbest`` lists them."""
     beam = min(beam, net.vocab_size - 1)  # as fairseq: pad is never chosen
     if beam == 1:
-        return _greedy(net, enc, max_lens, lenpen, min_len, eos)
-    return _beam(net, enc, max_lens, beam, lenpen, min_len, eos)
+        return [[h] for h in _greedy(net, enc, max_lens, lenpen, min_len, eos)]
+    return _beam(net, enc, max_lens, beam, lenpen, min_len, eos, nbest)
 
 
 def _log_probs(net, tokens, state, step, max_lens, sentences, min_len, eos, rows_per_sentence):
@@ -100,7 +107,7 @@ def _greedy(net, enc, max_lens, lenpen, min_len, eos):
     return results
 
 
-def _beam(net, enc, max_lens, beam, lenpen, min_len, eos):
+def _beam(net, enc, max_lens, beam, lenpen, min_len, eos, nbest=1):
     n = len(max_lens)
     vocab = net.vocab_size
     device = net.device
@@ -167,7 +174,6 @@ def _beam(net, enc, max_lens, beam, lenpen, min_len, eos):
 
     best = []
     for hyps in finalized:  # fairseq sorts the finished hypotheses by score, descending
-        order = torch.sort(torch.tensor([h.score for h in hyps]), descending=True)[1]
-        top = hyps[int(order[0])]
-        best.append(Hypothesis(top.tokens[:-1], top.score))
+        order = torch.sort(torch.tensor([h.score for h in hyps]), descending=True)[1][:nbest].tolist()
+        best.append([Hypothesis(hyps[i].tokens[:-1], hyps[i].score) for i in order])
     return best

@@ -10,6 +10,21 @@ Shards: N processes at once, each with threads/N intra-op threads, timed the
 same way; then the merge, and the merged output compared with the unsharded one.
 
     python benchmarks/bench_distill.py DATA --path TEACHER.pt [--subset valid] [--beam 5] [--shards 2] [--repeats 3]
+
+``--engines``: the engines side by side instead (``seqkd-distill --engine``). It
+builds a synthetic corpus (``--sentences`` pairs, source lengths 10-30 words
+of an 8,000-word vocabulary) and random-weight teachers of the paper's sizes
+(a fairseq ``transformer``, 6+6 layers of 512; ``luong_lstm_2x500``;
+``luong_lstm_4x1000``: one fairseq-train update at a negligible learning
+rate, so the weights are fairseq's initialisation), then distils the corpus
+with each engine (beam 5, the Bible presets' ``--max-len-a 1.2 --max-len-b
+10``): fairseq against ctranslate2 float32/int8 for the Transformer, against
+seqkd float32/int8 for the LSTMs. Random weights rarely choose EOS, so every
+engine decodes to the length limit; the mean output length per engine is
+printed to show that the engines did the same number of steps. CTranslate2's
+one-time conversion is done (and timed) before the timed runs.
+
+    python benchmarks/bench_distill.py --engines [--sentences 200] [--teachers transformer,lstm2x500,lstm4x1000] [--threads 2] [--repeats 2]
 """
 
 import argparse
@@ -53,10 +68,12 @@ def start(tool, argv, threads):
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
-def finish(proc):
+def finish(proc, ok=(0,)):
     out, err = proc.communicate()
-    if proc.returncode:
+    if proc.returncode not in ok:
         sys.exit(f"failed:\n{err[-2000:]}")
+    if proc.returncode:
+        return None
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -65,10 +82,101 @@ def lines(path):
         return sum(1 for _ in f)
 
 
+#: --engines: teacher name -> (fairseq architecture, [(engine, quantisation)] compared with fairseq's).
+TEACHERS = {
+    "transformer": ("transformer", [("ctranslate2", "float32"), ("ctranslate2", "int8")]),
+    "lstm2x500": ("luong_lstm_2x500", [("seqkd", "float32"), ("seqkd", "int8")]),
+    "lstm4x1000": ("luong_lstm_4x1000", [("seqkd", "float32"), ("seqkd", "int8")]),
+}
+
+
+def tool(name):
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def synthetic_data(folder, sentences, vocab=8000, seed=1):
+    """A binarized random corpus: sentences pairs, source 10-30 words, target about as long."""
+    import random
+    rng = random.Random(seed)
+    raw = os.path.join(folder, "raw")
+    os.makedirs(raw, exist_ok=True)
+    for lang in ("src", "tgt"):
+        with open(os.path.join(raw, f"train.{lang}"), "w", encoding="utf-8") as f:
+            for _ in range(sentences):
+                f.write(" ".join(f"{lang}{rng.randrange(vocab)}" for _ in range(rng.randint(10, 30))) + "\n")
+    data = os.path.join(folder, "bin")
+    subprocess.run([tool("fairseq-preprocess"), "--source-lang", "src", "--target-lang", "tgt", "--trainpref",
+                    os.path.join(raw, "train"), "--destdir", data, "--workers", "2"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return data
+
+
+def random_teacher(data, arch, save_dir):
+    """A fairseq checkpoint of ``arch`` with its initial weights (one update at learning rate 1e-9)."""
+    subprocess.run([tool("fairseq-train"), data, "--user-dir", USER_DIR, "--task", "seqkd_translation", "--arch", arch,
+                    "--optimizer", "adam", "--lr", "1e-9", "--max-tokens", "1000", "--max-update", "1",
+                    "--disable-validation", "--no-epoch-checkpoints", "--save-dir", save_dir, "--cpu",
+                    "--num-workers", "0", "--seed", "1"], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return os.path.join(save_dir, "checkpoint_last.pt")
+
+
+def read_lines(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def engines(args):
+    """Each teacher distilled by fairseq and by the fast engines, alternating, in fresh processes."""
+    tmp = tempfile.mkdtemp()
+    data = synthetic_data(tmp, args.sentences)
+    common = [data, "--subset", "train", "--beam", str(args.beam), "--batch-size", str(args.batch_size), "--cpu",
+              "--max-len-a", "1.2", "--max-len-b", "10"]
+    print(f"{args.sentences} synthetic sentences (source 10-30 words), beam {args.beam}, batch {args.batch_size}, "
+          f"--max-len-a 1.2 --max-len-b 10, {args.threads} thread(s); medians of {args.repeats} alternating runs "
+          f"(model and data loading included, interpreter start-up excluded)")
+    print("| teacher | engine | sentences/s | speed-up vs fairseq | mean output length | top-1 identical to fairseq |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name in args.teachers.split(","):
+        arch, fast = TEACHERS[name]
+        teacher = random_teacher(data, arch, os.path.join(tmp, name))
+        variants = [("fairseq", None), *fast]
+        if any(engine == "ctranslate2" for engine, _ in fast):  # the one-time conversion, outside the timed runs
+            t0 = time.perf_counter()
+            finish(start("seqkd-distill", [*common, "--path", teacher, "--out-prefix", os.path.join(tmp, "warm"),
+                                           "--engine", "ctranslate2", "--stop-after-batches", "1"], args.threads),
+                   ok=(0, 3))
+            print(f"| {name} | (ctranslate2 conversion, once per checkpoint, with one batch) | "
+                  f"{time.perf_counter() - t0:.1f} s | | | |")
+        seconds = {v: [] for v in variants}
+        outputs = {}
+        for r in range(args.repeats):
+            for engine, quantize in variants:
+                out = os.path.join(tmp, f"{name}-{engine}-{quantize}-{r}")
+                argv = [*common, "--path", teacher, "--out-prefix", out, "--engine", engine]
+                if quantize:
+                    argv += ["--engine-quantize", quantize]
+                seconds[(engine, quantize)].append(finish(start("seqkd-distill", argv, args.threads))["seconds"])
+                outputs[(engine, quantize)] = read_lines(f"{out}.tgt")
+        reference = outputs[("fairseq", None)]
+        base = statistics.median(seconds[("fairseq", None)])
+        for variant in variants:
+            out, median = outputs[variant], statistics.median(seconds[variant])
+            assert len(out) == len(reference) == args.sentences, (variant, len(out))
+            same = sum(a == b for a, b in zip(out, reference))
+            length = statistics.mean(len(line.split()) for line in out)
+            label = variant[0] + (f" {variant[1]}" if variant[1] else "")
+            print(f"| {name} ({arch}) | {label} | {args.sentences / median:.1f} | {base / median:.2f}x | "
+                  f"{length:.1f} | {same}/{len(out)} |", flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("data")
-    p.add_argument("--path", required=True)
+    p.add_argument("data", nargs="?")
+    p.add_argument("--path")
+    p.add_argument("--engines", action="store_true", help="compare the engines on synthetic random-weight teachers")
+    p.add_argument("--sentences", type=int, default=200, help="--engines: synthetic corpus size")
+    p.add_argument("--teachers", default=",".join(TEACHERS), help="--engines: comma-separated, of " + ", ".join(TEACHERS))
     p.add_argument("--subset", default="valid")
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
@@ -76,6 +184,10 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--repeats", type=int, default=3, help="runs of each (alternating); medians are reported")
     args = p.parse_args(argv)
+    if args.engines:
+        return engines(args)
+    if not args.data or not args.path:
+        p.error("DATA and --path are required (or use --engines)")
     tmp = tempfile.mkdtemp()
     common = ["--beam", str(args.beam), "--batch-size", str(args.batch_size), "--cpu"]
     generate = [args.data, "--user-dir", USER_DIR, "--task", "seqkd_translation", "--path", args.path,

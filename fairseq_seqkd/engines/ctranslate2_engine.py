@@ -100,20 +100,24 @@ class CTranslate2Engine(Engine):
             sources, beam_size=self.beam, num_hypotheses=self.beam, length_penalty=self.lenpen,
             max_decoding_length=max_len, min_decoding_length=1, max_input_length=0, return_scores=True,
             return_end_token=True)
-        out = [self._fairseq_hypotheses(source, r, max_len) for source, r in zip(sources, results)]
+        # Hypotheses cut at the length limit, all of the batch's in one scoring call (see the module docstring).
+        cuts = [[h for h in r.hypotheses if not h or h[-1] != EOS] for r in results]
+        pairs = [(source, h) for source, cut in zip(sources, cuts) for h in cut]
+        scored = iter(self.translator.score_batch([s for s, _ in pairs], [h for _, h in pairs], max_input_length=0)
+                      if pairs else [])
+        out = [self._fairseq_hypotheses(r, cut, [sum(next(scored).log_probs) for _ in cut])
+               for r, cut in zip(results, cuts)]
         self.seconds += time.perf_counter() - start
         return [self.sentence(dataset, i, [(score, [tgt_dict.index(t) for t in tokens]) for score, tokens in hyps])
                 for i, hyps in zip(batch, out)]
 
-    def _fairseq_hypotheses(self, source, result, max_len):
-        """[(score, tokens)] best first, as fairseq's beam search finishes them (see the module docstring)."""
+    def _fairseq_hypotheses(self, result, cut, cumulative):
+        """[(score, tokens)] best first, as fairseq's beam search finishes them (see the module docstring);
+        ``cumulative``: the log-probabilities of the ``cut`` hypotheses with a forced </s>."""
         ended = [(s, h[:-1]) for s, h in zip(result.scores, result.hypotheses) if h and h[-1] == EOS]
-        cut = [h for h in result.hypotheses if not h or h[-1] != EOS]
         if not cut:
             return ended
         self.limited += 1
-        scored = self.translator.score_batch([source] * len(cut), cut, max_input_length=0)
-        cumulative = [sum(r.log_probs) for r in scored]  # the forced </s> included
         order = sorted(range(len(cut)), key=lambda k: -cumulative[k])[:max(self.beam - len(ended), 0)]
         hyps = ended + [(cumulative[k] / (len(cut[k]) + 1) ** self.lenpen, cut[k]) for k in order]
         ranks = torch.sort(torch.tensor([s for s, _ in hyps]), descending=True)[1].tolist()

@@ -19,6 +19,8 @@ setup(
         # seqkd-report's paired t-tests across seeds (scipy.stats.ttest_rel)
         "scipy",
         "sacrebleu>=2.0",
+        # MBR-n selection's pairwise sentence chrF (seqkd-distill/seqkd-select --select mbr); no dependencies
+        "fastchrf>=0.2.1",
         "sentencepiece",
         "tqdm",
         "matplotlib",

@@ -25,14 +25,15 @@ def copied_from_data(name):
 
 
 def binarize(dest, src_lang, tgt_lang, trainpref, validpref=None, testpref=None, srcdict=None, tgtdict=None,
-             copy_from=None, workers=1):
+             copy_from=None, workers=1, extra_files=None):
     """fairseq-preprocess ``trainpref`` (and ``validpref``, ``testpref``) into ``dest``.
 
     With ``srcdict``/``tgtdict`` the given dictionaries are used, else fairseq builds them from the
     training text. ``copy_from``: a binarized data folder whose files other than the training split and
     the dictionaries (its valid/test sets; not ``train1.*``, ``train2.*``, ..., which fairseq would load as
     training data) are copied into ``dest``. Everything is written into a temporary folder that replaces
-    ``dest`` only at the end (:func:`~fairseq_seqkd.textio.atomic_dir`).
+    ``dest`` only at the end (:func:`~fairseq_seqkd.textio.atomic_dir`). ``extra_files``: {name in ``dest``:
+    file to copy there} (seqkd-distill's ``train.ids``), copied into the same temporary folder.
     """
     from fairseq import options
     from fairseq_cli import preprocess
@@ -49,6 +50,8 @@ def binarize(dest, src_lang, tgt_lang, trainpref, validpref=None, testpref=None,
             for name in sorted(os.listdir(copy_from)):
                 if copied_from_data(name):
                     shutil.copy(os.path.join(copy_from, name), staging)
+        for name, path in (extra_files or {}).items():
+            shutil.copy(path, os.path.join(staging, name))
     logger.info("binarized into %s (train from %s.{%s,%s}%s)", dest, trainpref, src_lang, tgt_lang,
                 f"; valid/test from {copy_from}" if copy_from else "")
     return dest

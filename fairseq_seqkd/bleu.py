@@ -287,6 +287,22 @@ class SentenceBleu:
         correct, lengths = correct.T.tolist(), lengths.tolist()
         return [self._score(correct[i], lengths[i], lengths[0]) for i in range(1, len(lengths))]
 
+    def scores_of_many(self, lists):
+        """For each (hypotheses, reference) in ``lists``: ``[sacrebleu.sentence_bleu(h, [reference]).score for h
+        in hypotheses]``, every score exact (as :meth:`scores`, many lists at once)."""
+        out = []
+        for group in self._groups(lists):
+            if len(self._word_id) > WORDS:
+                self._forget_words()
+            if not all(hyps for hyps, _ in group):
+                raise ValueError("a K-best list without hypotheses")  # callers check first: a bug
+            correct, lengths, is_ref, sizes = self._stats([r for _, r in group], [h for h, _ in group])
+            ref_len = np.repeat(lengths[is_ref], sizes)
+            rows = np.vstack([correct, lengths, ref_len]).T.tolist()
+            for start, size in zip(np.flatnonzero(is_ref).tolist(), sizes.tolist()):
+                out.append([self._score(row[:4], row[4], row[5]) for row in rows[start + 1:start + size]])
+        return out
+
     def best_of_many(self, lists):
         """For each (hypotheses, reference) in ``lists``: (index of the best hypothesis, its BLEU, BLEU of
         hypothesis 0), with the BLEU of ``sacrebleu.sentence_bleu``; ties go to the earliest."""

@@ -1,6 +1,8 @@
 """Seq-KD (Kim & Rush 2016, §3.2): the teacher's beam search over a whole split is the student's new
 training corpus; with Seq-Inter (§3.3) the kept hypothesis is the one of the K-best list closest to the
-reference by sentence BLEU.
+reference by sentence BLEU. With ``keep`` n > 1, n hypotheses per sentence are kept (top-n, MBR-n or
+Seq-Inter-n, :mod:`fairseq_seqkd.selection`), on consecutive lines, and ``OUT.ids`` names each line's
+sentence (docs/multi_output.md).
 
 Batches are fixed once for the whole split (fairseq's length-sorted batching, :mod:`fairseq_seqkd.generation`)
 and shard I of N decodes batches I, I+N, I+2N, ... Every finished batch is appended to the shard's journal
@@ -33,15 +35,17 @@ from typing import Dict, List, Optional
 from fairseq_seqkd.binarize import binarize
 from fairseq_seqkd.errors import SeqKDError, StoppedEarly
 from fairseq_seqkd.kbest import Sentence, kbest_header, write_kbest_rows
-from fairseq_seqkd.selection import select_sentences
+from fairseq_seqkd.selection import check_keep, select_n
 from fairseq_seqkd.textio import atomic_open, file_sha256
 
 logger = logging.getLogger("seqkd-distill")
 
 #: Options that change the output: a resumed or merged run must have used the same ones.
+#: ``keep`` is left out of a journal's config when it is 1 and ``mbr_utility`` unless ``select`` is mbr, so
+#: that journals started before these options existed are still resumed and merged.
 OUTPUT_OPTIONS = ("data", "path", "subset", "source_lang", "target_lang", "beam", "nbest", "select",
                   "remove_bpe", "write_kbest", "max_tokens", "batch_size", "max_len_a", "max_len_b",
-                  "lenpen", "num_shards", "fp16", "engine", "engine_quantize")
+                  "lenpen", "num_shards", "fp16", "engine", "engine_quantize", "keep", "mbr_utility")
 
 #: The journal format (the header's ``seqkd_distill``); 1 was one line per batch, kept whole in memory.
 JOURNAL_FORMAT = 2
@@ -60,7 +64,9 @@ class DistillOptions:
     target_lang: Optional[str] = None
     beam: int = 5
     nbest: int = 1
-    select: str = "top1"  # or "seq-inter"
+    select: str = "top1"  # or "top-n", "mbr", "seq-inter" (fairseq_seqkd.selection.MODES)
+    keep: int = 1  # outputs per sentence
+    mbr_utility: str = "chrf"  # or "bleu" (--select mbr)
     remove_bpe: str = "sentencepiece"
     write_kbest: bool = False
     max_tokens: Optional[int] = None
@@ -100,6 +106,9 @@ class DistillOptions:
             raise SeqKDError(f"--shard-id {self.shard_id}: must be in [0, --num-shards {self.num_shards})")
         if self.select == "seq-inter" and self.nbest < 2:
             raise SeqKDError("--select seq-inter needs --nbest K with K > 1 (the paper: 35)")
+        if self.select == "mbr" and self.nbest < 2:
+            raise SeqKDError("--select mbr needs --nbest K with K > 1: the other hypotheses are the pseudo-references")
+        check_keep(self.select, self.keep, self.nbest, self.mbr_utility)
         if not os.path.isdir(self.data):
             raise SeqKDError(f"{self.data}: no such data folder")
         if self.max_tokens is None and self.batch_size is None:
@@ -124,7 +133,8 @@ class ShardJournal:
     """The append-only record of the finished batches of one shard, locked by its one user.
 
     JSON lines: a header (``{"seqkd_distill": 2, "config": ..., "shard_id": I}``), then for every finished
-    batch one line per sentence (``{"id": ..., "src": ..., "tgt": ...[, "ref": ..., "hyps": ...]}``) and a
+    batch one line per sentence (``{"id": ..., "src": ..., "tgt": ...[, "ref": ..., "hyps": ...]}``; with
+    ``keep`` > 1 ``"tgts": [...]``, the kept outputs in order, instead of ``"tgt"``) and a
     commit line ``{"batch": J, "n": COUNT}``, and ``{"complete": true, "batches": B}`` at the end. Lines
     after the last commit (a kill in the middle of a batch) do not count; a writer cuts them off. In memory
     only the numbers of the finished batches are kept.
@@ -299,6 +309,10 @@ def check_same_config(old, new, old_path, new_path=None):
 
 def _journal_config(options, data_info, teacher_sha256):
     config = {k: getattr(options, k) for k in OUTPUT_OPTIONS}
+    if options.keep == 1:
+        del config["keep"]
+    if options.select != "mbr":
+        del config["mbr_utility"]
     config["data"] = os.path.abspath(options.data)
     config["path"] = os.path.abspath(options.path)
     config["teacher_sha256"] = teacher_sha256
@@ -379,8 +393,13 @@ def _decode(options, journal, dataset, engine, use_cuda, batches):
                                    f"{shards} are done, in {journal.path}; rerun with --resume to continue")
             entries = engine.decode(dataset, batch)
             records = []
-            for entry, choice in zip(entries, select_sentences(entries, options.select, options.remove_bpe)):
-                record = {"id": entry.id, "src": entry.source, "tgt": choice.target}
+            for entry, choices in zip(entries, select_n(entries, options.select, options.remove_bpe, options.keep,
+                                                         options.mbr_utility)):
+                record = {"id": entry.id, "src": entry.source}
+                if options.keep == 1:
+                    record["tgt"] = choices[0].target
+                else:
+                    record["tgts"] = [choice.target for choice in choices]
                 if options.write_kbest:
                     record["ref"] = entry.reference
                     record["hyps"] = entry.hyps
@@ -501,33 +520,56 @@ def _check_all_indexed(out_prefix, num_shards, index, n):
                              f"the {n} of the data is in no journal")
 
 
+def ids_path(out_prefix):
+    """``OUT.ids``: the 0-based sentence id of each line of OUT.SRC / OUT.TGT (written when keep > 1)."""
+    return f"{out_prefix}.ids"
+
+
+def _targets(journal, s, line, keep):
+    if keep == 1:
+        return [s["tgt"]]
+    targets = s.get("tgts")
+    if not isinstance(targets, list) or not targets:
+        raise journal._error(line, f"sentence {s.get('id')} has no list of targets (\"tgts\")")
+    return targets
+
+
 def _write_outputs(out_prefix, config, journals, index, n):
     src, tgt, kbest = config["source_lang"], config["target_lang"], config["write_kbest"]
-    empty = 0
+    keep = config.get("keep", 1)
+    empty = lines = 0
     with contextlib.ExitStack() as stack:
         out_src = stack.enter_context(atomic_open(f"{out_prefix}.{src}"))
         out_tgt = stack.enter_context(atomic_open(f"{out_prefix}.{tgt}"))
         out_kbest = stack.enter_context(atomic_open(f"{out_prefix}.kbest")) if kbest else None
+        out_ids = stack.enter_context(atomic_open(ids_path(out_prefix))) if keep > 1 else None
         if kbest:
             out_kbest.write(kbest_header(n, config["nbest"]))
         for start in range(0, n, _INDEX_BLOCK):
             for sid, (shard, offset, line) in enumerate(index[start:start + _INDEX_BLOCK].tolist(), start):
                 s = journals[shard].read_sentence(offset, line, sid)
-                out_src.write(s["src"] + "\n")
-                out_tgt.write(s["tgt"] + "\n")
-                empty += not s["tgt"].strip()
+                for target in _targets(journals[shard], s, line, keep):
+                    out_src.write(s["src"] + "\n")
+                    out_tgt.write(target + "\n")
+                    if out_ids is not None:
+                        out_ids.write(f"{sid}\n")
+                    empty += not target.strip()
+                    lines += 1
                 if kbest:
                     write_kbest_rows(out_kbest, Sentence(sid, s["src"], s["ref"], [tuple(h) for h in s["hyps"]]))
-    logger.info("wrote %s.{%s,%s}: %d sentences (%d empty outputs)%s", out_prefix, src, tgt, n, empty,
-                f" and {out_prefix}.kbest" if kbest else "")
+    pairs = f"{lines} pairs of " if keep > 1 else ""
+    logger.info("wrote %s.{%s,%s%s}: %s%d sentences (%d empty outputs)%s", out_prefix, src, tgt,
+                ",ids" if keep > 1 else "", pairs, n, empty, f" and {out_prefix}.kbest" if kbest else "")
     return config
 
 
 def binarize_distilled(prefix, config, dest):
-    """The distilled text binarized with the original data's dictionaries, its valid/test sets alongside."""
+    """The distilled text binarized with the original data's dictionaries, its valid/test sets alongside (and
+    OUT.ids as ``train.ids`` when keep > 1: the training split's sentence ids, for --one-target-per-epoch)."""
     data, src, tgt = config["data"], config["source_lang"], config["target_lang"]
+    extra = {"train.ids": ids_path(prefix)} if config.get("keep", 1) > 1 else None
     return binarize(dest, src, tgt, prefix, srcdict=os.path.join(data, f"dict.{src}.txt"),
-                    tgtdict=os.path.join(data, f"dict.{tgt}.txt"), copy_from=data)
+                    tgtdict=os.path.join(data, f"dict.{tgt}.txt"), copy_from=data, extra_files=extra)
 
 
 def distill(options: DistillOptions):

@@ -2,6 +2,7 @@
 
     seqkd-distill DATA --path TEACHER.pt --out-prefix OUT [--subset train] [--beam 5]
                   [--max-tokens N | --batch-size N] [--nbest K --select seq-inter [--write-kbest]]
+                  [--nbest K --select top-n|mbr|seq-inter --keep N [--mbr-utility chrf|bleu]]
                   [--num-shards N --shard-id I] [--resume] [--binarize DIR]
                   [--engine fairseq|ctranslate2|seqkd [--engine-quantize Q]]
     seqkd-distill --merge --out-prefix OUT --num-shards N [--binarize DIR]
@@ -14,6 +15,14 @@ binarized and the teacher's output, both as subword text, ready for
 valid/test sets and dictionaries into DIR). With ``--nbest K --select
 seq-inter`` the kept output is the one of the K with the highest sentence BLEU
 to the reference (Seq-Inter, §3.3); ``--write-kbest`` also writes OUT.kbest.
+
+``--keep N`` keeps N of the K outputs per sentence (docs/multi_output.md):
+``--select top-n`` the teacher's N best, ``mbr`` the N with the highest
+expected utility (``--mbr-utility chrf`` or ``bleu``, uniform weights) against
+the other K - 1 hypotheses, ``seq-inter`` the N closest to the reference. A
+sentence's N pairs are on consecutive lines, and OUT.ids gets each line's
+0-based sentence id (``--binarize DIR`` copies it to DIR/train.ids, which
+``fairseq-train --task seqkd_translation --one-target-per-epoch`` reads).
 
 Batches are fixed once for the whole split (fairseq's length-sorted batching),
 shard I of N decodes batches I, I+N, I+2N, ... and every finished batch is
@@ -40,6 +49,8 @@ options, so a resume or merge with another engine is refused.
 from fairseq_seqkd.cli import argument_parser, run_script
 from fairseq_seqkd.distill import DistillOptions, distill
 from fairseq_seqkd.engines import ENGINES, QUANTIZE
+from fairseq_seqkd.mbr import UTILITIES
+from fairseq_seqkd.selection import MODES
 from fairseq_seqkd.subwords import REMOVE_BPE
 
 
@@ -53,10 +64,16 @@ def get_parser():
     p.add_argument("--target-lang", help="target language (default: inferred from DATA)")
     p.add_argument("--beam", type=int, default=5, help="beam size (the paper: 5)")
     p.add_argument("--nbest", type=int, default=1, help="hypotheses kept per sentence (Seq-Inter: 35)")
-    p.add_argument("--select", choices=("top1", "seq-inter"), default="top1",
-                   help="top1: the teacher's best (Seq-KD); seq-inter: highest sentence BLEU to the reference")
+    p.add_argument("--select", choices=MODES, default="top1",
+                   help="top1: the teacher's best (Seq-KD); seq-inter: highest sentence BLEU to the reference; "
+                        "top-n: the teacher's --keep best; mbr: the --keep with the highest expected utility against "
+                        "the other hypotheses (MBR-n)")
+    p.add_argument("--keep", type=int, default=1,
+                   help="outputs kept per sentence (1 <= N <= --nbest; not with top1): N lines per sentence and OUT.ids")
+    p.add_argument("--mbr-utility", choices=UTILITIES, default="chrf",
+                   help="--select mbr: sacrebleu's sentence chrF (default) or sentence BLEU between hypotheses")
     p.add_argument("--remove-bpe", choices=REMOVE_BPE, default="sentencepiece",
-                   help="subword removal before sentence BLEU (seq-inter)")
+                   help="subword removal before sentence BLEU or chrF (seq-inter, mbr)")
     p.add_argument("--write-kbest", action="store_true", help="also write all --nbest hypotheses to OUT.kbest")
     p.add_argument("--max-tokens", type=int, default=None, help="batch size in source tokens")
     p.add_argument("--batch-size", type=int, default=None, help="batch size in sentences")

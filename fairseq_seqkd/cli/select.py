@@ -1,6 +1,7 @@
-"""seqkd-select: one hypothesis per sentence from K-best lists (Seq-Inter or plain Seq-KD).
+"""seqkd-select: hypotheses per sentence from K-best lists (Seq-Inter or plain Seq-KD; top-n, MBR-n, Seq-Inter-n).
 
-    seqkd-select INPUT --out-src FILE --out-tgt FILE [--mode seq-inter|top1]
+    seqkd-select INPUT --out-src FILE --out-tgt FILE [--mode seq-inter|top1|top-n|mbr]
+                 [--keep N --out-ids FILE] [--mbr-utility chrf|bleu]
                  [--remove-bpe sentencepiece|subword_nmt|none] [--workers N]
 
 INPUT is fairseq-generate's output (run with --nbest K, without --post-process
@@ -12,13 +13,19 @@ one with the highest sentence BLEU to the reference (T- line), as
 ``sacrebleu.sentence_bleu(hyp, [ref])`` with sacrebleu's defaults after
 ``--remove-bpe`` on both; ties go to the better-ranked one. With ``top1``
 the best-scoring hypothesis (plain Seq-KD).
+
+``--keep N`` keeps N hypotheses per sentence on consecutive lines (see
+docs/multi_output.md): ``top-n`` the teacher's N best, ``mbr`` the N with the
+highest expected utility (``--mbr-utility`` chrF or BLEU, uniform weights)
+against the other hypotheses, ``seq-inter`` the N closest to the reference;
+OUT-IDS gets each line's 0-based sentence id.
 """
 
 import functools
 import logging
 import time
 
-from fairseq_seqkd import selection
+from fairseq_seqkd import mbr, selection
 from fairseq_seqkd.cli import argument_parser, run_script
 from fairseq_seqkd.subwords import REMOVE_BPE
 
@@ -31,7 +38,13 @@ def get_parser():
     p.add_argument("--out-src", required=True, help="where to write the sources, one per line, in id order")
     p.add_argument("--out-tgt", required=True, help="where to write the chosen hypotheses, line-aligned")
     p.add_argument("--mode", choices=selection.MODES, default="seq-inter",
-                   help="seq-inter: highest sentence BLEU to the reference; top1: the teacher's best (Seq-KD)")
+                   help="seq-inter: highest sentence BLEU to the reference; top1: the teacher's best (Seq-KD); "
+                        "top-n: the teacher's --keep best; mbr: the --keep with the highest expected utility against "
+                        "the other hypotheses")
+    p.add_argument("--keep", type=int, default=1, help="hypotheses kept per sentence (not with top1)")
+    p.add_argument("--mbr-utility", choices=mbr.UTILITIES, default="chrf",
+                   help="--mode mbr: the utility, sacrebleu's sentence chrF (default) or sentence BLEU")
+    p.add_argument("--out-ids", help="where to write each output line's 0-based sentence id (needed with --keep > 1)")
     p.add_argument("--remove-bpe", choices=REMOVE_BPE, default="sentencepiece",
                    help="how to turn subwords into words before computing BLEU (as fairseq's --post-process)")
     p.add_argument("--workers", type=int, default=1,
@@ -45,9 +58,12 @@ def main(argv=None, start_method="forkserver"):
     args = get_parser().parse_args(argv)
     start = time.time()
     summary = selection.write_selection(args.input, args.out_src, args.out_tgt, args.mode, args.remove_bpe,
-                                        args.workers, args.num_sentences, start_method)
+                                        args.workers, args.num_sentences, start_method, args.keep,
+                                        args.mbr_utility, args.out_ids)
     seconds = time.time() - start
     ranks = summary.ranks
+    if args.keep > 1:
+        logger.info("%d outputs for %d sentences (--keep %d)", summary.outputs, len(ranks), args.keep)
     if args.mode == "seq-inter":
         logger.info("sentence BLEU: rank 0 %.2f, selected %.2f on average; %d of %d sentences changed",
                     summary.mean_first_bleu, summary.mean_bleu, sum(1 for r in ranks if r), len(ranks))

@@ -1,0 +1,237 @@
+"""Several outputs per source (issue 20): top-n, MBR-n and Seq-Inter-n against brute-force sacrebleu oracles,
+seqkd-distill --keep N (OUT.ids, shards, merge, --binarize) and its n = 1 identities."""
+
+import filecmp
+import json
+import os
+import random
+
+import pytest
+import sacrebleu
+from fairseq.data.data_utils import post_process
+
+from fairseq_seqkd import mbr, selection
+from fairseq_seqkd.distill import DistillOptions, distill
+from fairseq_seqkd.errors import SeqKDError, StoppedEarly
+from fairseq_seqkd.kbest import Sentence, read_kbest, write_kbest_file
+from kbest_samples import random_kbest, to_sentencepiece
+from test_distill import lines, merge, run
+
+# -- oracles ---------------------------------------------------------------------------------------------
+
+
+def words(text, remove_bpe):
+    return text if remove_bpe == "none" else post_process(text, remove_bpe)
+
+
+def brute_mbr(hyps, keep, metric, remove_bpe="none"):
+    """The ranks MBR-n keeps: sum of sacrebleu's sentence scores against every other hypothesis (a plain loop),
+    highest first, ties to the better rank."""
+    texts = [words(h, remove_bpe) for h in hyps]
+    sums = [sum(metric(texts[i], [texts[j]]).score for j in range(len(texts)) if j != i) for i in range(len(texts))]
+    return sorted(range(len(texts)), key=lambda i: (-sums[i], i))[:keep], sums
+
+
+def brute_seq_inter(hyps, ref, keep, remove_bpe="none"):
+    scores = [sacrebleu.sentence_bleu(words(h, remove_bpe), [words(ref, remove_bpe)]).score for h in hyps]
+    return sorted(range(len(hyps)), key=lambda i: (-scores[i], i))[:keep]
+
+
+METRICS = {"chrf": sacrebleu.sentence_chrf, "bleu": sacrebleu.sentence_bleu}
+
+HAND_MADE = [
+    # an outlier at rank 0 goes last; ranks 1 and 3 are the same text: a tie, rank 1 first
+    ["z q", "a b c d", "a b c e", "a b c d"],
+    # nothing in common: every expected utility is 0, so the model order stays
+    ["a", "b", "c"],
+    # two equal texts at ranks 0 and 1, the others far: a tie at the top
+    ["the cat sat", "the cat sat", "a dog ran", "the cat sat down", ""],
+    # whitespace sacrebleu removes for chrF (\x1c is whitespace to Python, not to Rust's split_whitespace)
+    ["ab\x1ccd", "abcd", "ab cd", "xy"],
+    # empty hypotheses
+    ["", "", "a"],
+]
+
+
+@pytest.mark.parametrize("utility", ["chrf", "bleu"])
+@pytest.mark.parametrize("hyps", HAND_MADE)
+def test_mbr_equals_brute_force_on_hand_made_lists(hyps, utility):
+    sentence = Sentence(0, "src", None, [(-0.5 * r, h) for r, h in enumerate(hyps)])
+    for keep in range(1, len(hyps) + 1):
+        expected, sums = brute_mbr(hyps, keep, METRICS[utility])
+        choices = selection.select_n([sentence], "mbr", "none", keep, utility)[0]
+        assert [c.rank for c in choices] == expected
+        assert [c.target for c in choices] == [hyps[r] for r in expected]
+        assert [c.utility for c in choices] == [sums[r] / (len(hyps) - 1) for r in expected]
+
+
+def test_hand_made_ties_and_outliers():
+    """The oracle's own expectations for the first and third lists, spelled out."""
+    one = Sentence(0, "s", None, [(0.0, h) for h in HAND_MADE[0]])
+    assert [c.rank for c in selection.select_n([one], "mbr", "none", 4, "chrf")[0]] == [1, 3, 2, 0]
+    three = Sentence(0, "s", None, [(0.0, h) for h in HAND_MADE[2]])
+    assert [c.rank for c in selection.select_n([three], "mbr", "none", 2, "bleu")[0]] == [0, 1]
+
+
+@pytest.mark.parametrize("utility", ["chrf", "bleu"])
+def test_mbr_equals_brute_force_on_random_subword_lists(utility):
+    sentences = random_kbest(random.Random(20), 40, 8, to_sentencepiece)  # ties: rank 1 = rank 0 in ~30%
+    chosen = selection.select_n(sentences, "mbr", "sentencepiece", 3, utility)
+    for s, choices in zip(sentences, chosen):
+        hyps = [h for _, h in s.hyps]
+        assert [c.rank for c in choices] == brute_mbr(hyps, 3, METRICS[utility], "sentencepiece")[0]
+
+
+def test_pairwise_chrf_equals_sacrebleu():
+    """fastchrf's pairwise chrF (texts stripped of Python's whitespace first) is sacrebleu's sentence chrF."""
+    rng = random.Random(7)
+    alphabet = list("abcdeéü中.,-' ") + ["\t", "\u00a0", "\u2003", "\x1c", "\x1f", "\x85"]
+    lists = [["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(rng.randint(1, 6))]
+             for _ in range(60)]
+    worst = 0.0
+    for texts, matrix in zip(lists, mbr.pairwise_chrf(lists)):
+        for i, h in enumerate(texts):
+            for j, r in enumerate(texts):
+                worst = max(worst, abs(matrix[i, j] - sacrebleu.sentence_chrf(h, [r]).score))
+    assert worst <= 1e-9  # measured: 0.0 (same float64 arithmetic)
+
+
+def test_seq_inter_n_and_top_n_equal_brute_force():
+    sentences = random_kbest(random.Random(21), 60, 8, to_sentencepiece)
+    for keep in (1, 3):
+        chosen = selection.select_n(sentences, "seq-inter", "sentencepiece", keep)
+        top = selection.select_n(sentences, "top-n", "sentencepiece", keep)
+        for s, choices, best in zip(sentences, chosen, top):
+            hyps = [h for _, h in s.hyps]
+            assert [c.rank for c in choices] == brute_seq_inter(hyps, s.reference, keep, "sentencepiece")
+            assert [c.target for c in best] == hyps[:keep]  # fewer when the list is shorter
+    # keep 1 is select_sentences, today's Seq-Inter, choice for choice
+    assert [cs[0] for cs in selection.select_n(sentences, "seq-inter", "sentencepiece", 1)] == \
+        selection.select_sentences(sentences, "seq-inter", "sentencepiece")
+
+
+def test_seqkd_select_keep_writes_ids(tmp_path):
+    sentences = random_kbest(random.Random(22), 30, 6, lambda t: t)
+    path = str(tmp_path / "k")
+    write_kbest_file(path, sentences, 6)
+    out = {ext: str(tmp_path / f"out.{ext}") for ext in ("src", "tgt", "ids")}
+    summary = selection.write_selection(path, out["src"], out["tgt"], "mbr", "none", keep=2, utility="bleu",
+                                        out_ids=out["ids"])
+    expected = [(s.id, s.source, s.hyps[r][1]) for s in sentences
+                for r in brute_mbr([h for _, h in s.hyps], 2, sacrebleu.sentence_bleu)[0]]
+    assert list(zip(map(int, lines(out["ids"])), lines(out["src"]), lines(out["tgt"]))) == expected
+    assert summary.outputs == len(expected) < 60  # lists of one hypothesis give one line
+    with pytest.raises(SeqKDError, match="^--keep 2 writes several lines per sentence: give --out-ids FILE"):
+        selection.write_selection(path, out["src"], out["tgt"], "top-n", "none", keep=2)
+
+
+def test_bad_keep_options_are_one_line_errors(tmp_path):
+    cases = [
+        (dict(keep=0, select="top-n"), "--keep 0: must be at least 1"),
+        (dict(keep=2), "--keep 2 with top1, which keeps one output: use top-n --keep 2"),
+        (dict(keep=5, select="top-n", nbest=4, beam=4), "--keep 5 is larger than --nbest 4"),
+        (dict(select="mbr", nbest=1), "--select mbr needs --nbest K with K > 1"),
+        (dict(select="mbr", nbest=4, beam=4, mbr_utility="ter"), "--mbr-utility ter: one of chrf, bleu"),
+    ]
+    for options, message in cases:
+        with pytest.raises(SeqKDError, match="^" + message) as e:
+            DistillOptions(out_prefix=str(tmp_path / "o"), data=str(tmp_path), path="t.pt", **options).checked()
+        assert "\n" not in str(e.value)
+
+
+# -- seqkd-distill --keep on the toy data (the valid split: 100 sentences) -----------------------------------
+
+K = 6
+
+
+def distill_valid(data, model, prefix, **options):
+    return run(data, model, prefix, subset="valid", beam=K, nbest=K, remove_bpe="none", **options)
+
+
+@pytest.fixture(scope="module")
+def top1(toy_data, toy_model, tmp_path_factory):
+    """Today's Seq-KD output with all K hypotheses (OUT.kbest)."""
+    prefix = tmp_path_factory.mktemp("top1") / "valid.kd"
+    distill_valid(toy_data, toy_model, prefix, write_kbest=True)
+    return prefix
+
+
+@pytest.fixture(scope="module")
+def mbr3(toy_data, toy_model, tmp_path_factory):
+    prefix = tmp_path_factory.mktemp("mbr3") / "valid.mbr"
+    distill_valid(toy_data, toy_model, prefix, select="mbr", keep=3, write_kbest=True,
+                  binarize=str(prefix.parent / "bin"))
+    return prefix
+
+
+def test_keep_one_is_byte_identical_to_today(top1, toy_data, toy_model, tmp_path):
+    prefix = tmp_path / "valid.topn"
+    distill_valid(toy_data, toy_model, prefix, select="top-n", keep=1)
+    for ext in ("src", "tgt"):
+        assert filecmp.cmp(f"{prefix}.{ext}", f"{top1}.{ext}", shallow=False)
+    # Seq-Inter with --keep 1 is today's Seq-Inter: seqkd-select's choice on the same K-best lists
+    inter = tmp_path / "valid.inter"
+    distill_valid(toy_data, toy_model, inter, select="seq-inter", keep=1)
+    selection.write_selection(f"{top1}.kbest", tmp_path / "sel.src", tmp_path / "sel.tgt", "seq-inter", "none")
+    assert filecmp.cmp(f"{inter}.tgt", tmp_path / "sel.tgt", shallow=False)
+    table = read_kbest(f"{top1}.kbest")
+    assert lines(f"{inter}.tgt") == [table[i].hyps[brute_seq_inter([h for _, h in table[i].hyps], table[i].reference,
+                                                                    1)[0]][1] for i in range(100)]
+    assert sorted(os.listdir(tmp_path)) == ["sel.src", "sel.tgt", "valid.inter.src", "valid.inter.tgt",
+                                            "valid.topn.src", "valid.topn.tgt"]  # no OUT.ids with --keep 1
+
+
+def test_keep_three_mbr_lines_ids_and_binarized(mbr3, top1, toy_text):
+    table = read_kbest(f"{mbr3}.kbest")
+    assert filecmp.cmp(f"{mbr3}.kbest", f"{top1}.kbest", shallow=False)  # the same K-best lists
+    sources = lines(os.path.join(toy_text, "valid.src"))
+    ids, src, tgt = [int(i) for i in lines(f"{mbr3}.ids")], lines(f"{mbr3}.src"), lines(f"{mbr3}.tgt")
+    assert ids == [i for i in range(100) for _ in range(3)]
+    assert src == [sources[i] for i in ids]  # line k of OUT.ids names the source of line k
+    expected = [table[i].hyps[r][1] for i in range(100)
+                for r in brute_mbr([h for _, h in table[i].hyps], 3, sacrebleu.sentence_chrf)[0]]
+    assert tgt == expected
+    assert sum(tgt[3 * i] != table[i].hyps[0][1] for i in range(100)) > 0  # MBR is not top-n here
+    # --binarize: the 300 pairs and train.ids beside them
+    from fairseq.data import Dictionary, data_utils
+
+    folder = mbr3.parent / "bin"
+    assert filecmp.cmp(folder / "train.ids", f"{mbr3}.ids", shallow=False)
+    d = Dictionary.load(str(folder / "dict.tgt.txt"))
+    ds = data_utils.load_indexed_dataset(str(folder / "train.src-tgt.tgt"), d)
+    assert [d.string(ds[i]) for i in range(len(ds))] == tgt
+
+
+@pytest.mark.parametrize("select", ["seq-inter", "top-n"])
+def test_keep_three_seq_inter_and_top_n(select, top1, toy_data, toy_model, tmp_path):
+    prefix = tmp_path / "valid.n"
+    distill_valid(toy_data, toy_model, prefix, select=select, keep=3)
+    table = read_kbest(f"{top1}.kbest")
+    hyps = [[h for _, h in table[i].hyps] for i in range(100)]
+    ranks = [brute_seq_inter(hyps[i], table[i].reference, 3) if select == "seq-inter" else [0, 1, 2]
+             for i in range(100)]
+    assert lines(f"{prefix}.tgt") == [hyps[i][r] for i in range(100) for r in ranks[i]]
+    assert lines(f"{prefix}.ids") == [str(i) for i in range(100) for _ in range(3)]
+
+
+def test_keep_shards_merged_equal_one_run_and_resume_checks_keep(mbr3, toy_data, toy_model, tmp_path):
+    prefix = tmp_path / "valid.mbr"
+    for shard in (1, 0):
+        assert distill_valid(toy_data, toy_model, prefix, select="mbr", keep=3, write_kbest=True, num_shards=2,
+                             shard_id=shard) is None
+    merge(prefix, 2)
+    for ext in ("src", "tgt", "ids", "kbest"):
+        assert filecmp.cmp(f"{prefix}.{ext}", f"{mbr3}.{ext}", shallow=False)
+    other = tmp_path / "other"
+    with pytest.raises(StoppedEarly):
+        distill_valid(toy_data, toy_model, other, select="mbr", keep=3, stop_after_batches=1)
+    config = json.loads(lines(f"{other}.shard-0-of-1.jsonl")[0])["config"]
+    assert (config["keep"], config["mbr_utility"]) == (3, "chrf")
+    plain = tmp_path / "plain"
+    with pytest.raises(StoppedEarly):
+        distill_valid(toy_data, toy_model, plain, select="seq-inter", stop_after_batches=1)
+    config = json.loads(lines(f"{plain}.shard-0-of-1.jsonl")[0])["config"]
+    assert "keep" not in config and "mbr_utility" not in config  # as before --keep: older journals resume
+    for options, changed in ((dict(keep=2), "keep"), (dict(keep=3, mbr_utility="bleu"), "mbr_utility")):
+        with pytest.raises(SeqKDError, match=rf"started with other options \({changed}\)"):
+            distill_valid(toy_data, toy_model, other, select="mbr", resume=True, **options)

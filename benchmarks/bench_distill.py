@@ -54,8 +54,12 @@ if tool == "fairseq-generate":
     sentences = len({line.split("\t")[0] for line in out.getvalue().splitlines() if line.startswith("H-")})
 else:
     from fairseq_seqkd.cli import distill
+    from fairseq_seqkd.errors import StoppedEarly
     start = time.perf_counter()
-    distill.main(argv)
+    try:
+        distill.main(argv)
+    except StoppedEarly:  # --stop-after-batches (a warm-up): exit status 3, as seqkd-distill's
+        sys.exit(3)
     seconds = time.perf_counter() - start
     sentences = None
 print(json.dumps({"seconds": seconds, "sentences": sentences}))

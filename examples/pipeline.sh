@@ -10,12 +10,16 @@
 #   finish                  the reports, then runs the plan (or prints it with --dry-run)
 #
 # Options: --preset NAME --workdir DIR --dry-run --gpus N --jobs N --seed N | --seeds N N ... --eval-subset S
-#          --kd-store K
+#          --kd-store K --engine E --engine-quantize Q
 # (--kd-store K: Word-KD students read the teacher's top K from a store on disk, built once per Word-KD corpus by
 # seqkd-topk, in as many shards as the distillation; 0: the live teacher over the full vocabulary, as the paper.
 # Default: the preset's KD_STORE)
 # (--eval-subset valid: the evaluations and reports go to WORKDIR/valid, WORKDIR/seed-N/valid; the models are
 # the same, so a second run with the test split only evaluates them)
+# (--engine E [--engine-quantize Q]: who runs the teacher's beam search over the training set, as seqkd-distill
+# --engine (docs/engines.md). Default: ctranslate2 float32 for a Transformer teacher when ctranslate2 is installed,
+# seqkd float32 (our exact LSTM decoder) for an LSTM teacher on the CPU, else fairseq; --dry-run prints the choice.
+# A quantised engine (int8) only when asked: its corpus is no longer the teacher's exact beam output.)
 # (--jobs: steps run at the same time, default 2, or N with --gpus N so that N distillation shards run at once)
 #
 # What a preset sets:
@@ -60,6 +64,7 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 
 recipe_options() {
   preset=${preset:-} workdir="" dry=0 GPUS=0 JOBS="" SEEDS=(1) STUDY=0 EVAL_SUBSET=test KD_STORE_OPTION=""
+  ENGINE="" ENGINE_QUANTIZE=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --preset) preset="$2"; shift 2 ;;
@@ -72,6 +77,8 @@ recipe_options() {
                while [ $# -gt 0 ] && [[ "$1" != --* ]]; do SEEDS+=("$1"); shift; done ;;
       --eval-subset) EVAL_SUBSET="$2"; shift 2 ;;
       --kd-store) KD_STORE_OPTION="$2"; shift 2 ;;
+      --engine) ENGINE="$2"; shift 2 ;;
+      --engine-quantize) ENGINE_QUANTIZE="$2"; shift 2 ;;
       -h|--help) usage; exit 0 ;;
       *) consumed=0
          if declare -F recipe_option >/dev/null && recipe_option "$@" && [ "$consumed" -gt 0 ]; then
@@ -89,6 +96,33 @@ recipe_options() {
   [ "${#SEEDS[@]}" -gt 0 ] || { echo "error: --seeds needs at least one seed" >&2; exit 2; }
   [ "$JOBS" -gt 0 ] || { echo "error: --jobs must be at least 1" >&2; exit 2; }
   case "$EVAL_SUBSET" in valid|test) ;; *) echo "error: --eval-subset must be valid or test" >&2; exit 2 ;; esac
+  case "$ENGINE" in ""|fairseq|ctranslate2|seqkd) ;; *)
+    echo "error: --engine $ENGINE: choose one of fairseq, ctranslate2, seqkd" >&2; exit 2 ;; esac
+  if [ "$ENGINE" = fairseq ] && [ -n "$ENGINE_QUANTIZE" ]; then
+    echo "error: --engine-quantize $ENGINE_QUANTIZE: the fairseq engine takes none" >&2; exit 2
+  fi
+}
+
+# choose_engine: ENGINE (and ENGINE_WHY) for the preset's TEACHER_ARCH when --engine was not given: the fastest
+# engine whose float32 output is the teacher's beam search output (docs/engines.md)
+choose_engine() {
+  ENGINE_WHY="--engine"
+  [ -n "$ENGINE" ] && return
+  case "$TEACHER_ARCH" in
+    luong_lstm_*|lstm|lstm_*)
+      if [ "$GPUS" -eq 0 ]; then
+        ENGINE=seqkd ENGINE_WHY="default for an LSTM teacher on the CPU"
+      else
+        ENGINE=fairseq ENGINE_WHY="default for an LSTM teacher on a GPU, where seqkd's speed is not measured yet"
+      fi ;;
+    transformer*|bart_*|multilingual_transformer*)
+      if "$PYTHON" -c "import ctranslate2" 2>/dev/null; then
+        ENGINE=ctranslate2 ENGINE_WHY="default for a Transformer teacher"
+      else
+        ENGINE=fairseq ENGINE_WHY="ctranslate2 is not installed: pip install 'fairseq-seqkd[fast]'"
+      fi ;;
+    *) ENGINE=fairseq ENGINE_WHY="default for a $TEACHER_ARCH teacher" ;;
+  esac
 }
 
 recipe_setup() {
@@ -98,7 +132,8 @@ recipe_setup() {
   TRAIN=(--user-dir "$user_dir" --task seqkd_translation --clip-norm 5 --no-epoch-checkpoints --log-format simple
          --log-interval 100 --num-workers 0 "${DEVICE[@]}")
   [ "$GPUS" -gt 1 ] && TRAIN+=(--distributed-world-size "$GPUS")
-  DISTILL+=("${DEVICE[@]}")
+  choose_engine
+  DISTILL+=("${DEVICE[@]}" --engine "$ENGINE" ${ENGINE_QUANTIZE:+--engine-quantize "$ENGINE_QUANTIZE"})
   KD_STORE=${KD_STORE_OPTION:-${KD_STORE:-0}}
   TOPK=(--k "$KD_STORE" --max-tokens 6000 "${DEVICE[@]}")
   EVAL+=(--beam 5 --subset "$EVAL_SUBSET" --refs "$RAW/$EVAL_SUBSET.$tgt_lang" "${DEVICE[@]}")
@@ -113,6 +148,7 @@ recipe_setup() {
   # recipe started while another one runs on the same WORKDIR never touches the running plan
   if [ "$dry" -eq 1 ]; then
     PLAN="" NEW_PLAN=""
+    echo "# the teacher's beam search over the training set: --engine $ENGINE${ENGINE_QUANTIZE:+ --engine-quantize $ENGINE_QUANTIZE} ($ENGINE_WHY)"
   else
     mkdir -p "$workdir"
     PLAN="$workdir/plan.tsv" NEW_PLAN="$workdir/.plan.tsv.new-$$"

@@ -183,7 +183,10 @@ def test_every_command_of_the_recipe_parses(preset, tmp_path):
     stores = 0 if preset == "full" else 3  # tiny and demo: Word-KD from a top-k store of each of its 3 corpora
     # prepare, trainings, distillations, stores, prunings, evals, report
     assert len(parsed) == 1 + (7 + ratios) + 2 + stores + ratios + (7 + ratios) + 1
-    assert len(proc.stdout.splitlines()) == len(parsed)
+    lines = proc.stdout.splitlines()
+    # the plan's first line: the engine of the teacher's beam search (an LSTM teacher on the CPU: ours, exact)
+    assert lines[0] == "# the teacher's beam search over the training set: --engine seqkd (default for an LSTM " \
+        "teacher on the CPU)" and len(lines) == len(parsed) + 1
     word_kd = [a for a in parsed if getattr(a, "criterion", None) == "word_kd"]
     assert len(word_kd) == 3 and all(a.kd_alpha == 0.5 for a in word_kd)
     built = [a.out for a in parsed if hasattr(a, "k") and hasattr(a, "merge")]  # seqkd-topk
@@ -196,6 +199,7 @@ def test_every_command_of_the_recipe_parses(preset, tmp_path):
     assert (report.teacher, report.baseline) == (f"Teacher {teacher}", f"Baseline {student}")
     distills = [a for a in parsed if hasattr(a, "stop_after_batches") and hasattr(a, "beam")]
     assert len(distills) == 2 and all(a.resume for a in distills)  # a rerun after a kill continues them
+    assert all((a.engine, a.engine_quantize) == ("seqkd", None) for a in distills)
     assert os.listdir(tmp_path) == []  # a dry run writes nothing
 
 
@@ -274,6 +278,9 @@ def test_paper_recipe_commands_parse(name, gpus, tmp_path):
     assert teacher.distributed_world_size == (4 if gpus == "4" else 1)
     inter = [a for a in parsed if getattr(a, "select", None) == "seq-inter"]
     assert inter and all(a.nbest == a.beam == 35 for a in inter)
+    distills = [a for a in parsed if hasattr(a, "engine") and hasattr(a, "stop_after_batches") and not a.merge]
+    # on a GPU the fairseq engine (our decoder's GPU speed is not measured); on the CPU our exact LSTM decoder
+    assert distills and all(a.engine == ("fairseq" if gpus == "4" else "seqkd") for a in distills)
     if gpus == "4":
         assert sorted(a.shard_id for a in parsed if getattr(a, "num_shards", 1) == 4 and not a.merge) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert os.listdir(tmp_path) == []
@@ -299,7 +306,7 @@ def test_study_runs_differ_only_by_seed(tmp_path):
                            "--dry-run"], capture_output=True, text=True, cwd=toydata.REPO)
     assert proc.returncode == 0, proc.stderr
     steps = {}
-    for line in proc.stdout.splitlines():
+    for line in proc.stdout.splitlines()[1:]:  # after the engine's line
         name, command = line[1:].split("] ", 1)
         steps[name] = command
     assert len(steps) == 1 + 2 * 23 + 1 and "prepare" in steps and "report over 2 seeds" in steps
@@ -337,3 +344,28 @@ def test_the_seed_sets_initialisation_and_data_order(toy_data, tmp_path):
 
     assert order(1) == order(1) and order(1) != order(2)
     assert sorted(sum(order(1), [])) == sorted(sum(order(2), [])) == list(range(1500))
+
+
+def engine_choice(arch, gpus="0", python="python3", *options):
+    """choose_engine's choice for a preset's teacher ARCH: (ENGINE, ENGINE_WHY)."""
+    script = (f'source "{toydata.REPO}/examples/pipeline.sh"; PYTHON={python}; recipe_options {" ".join(options)} '
+              f'--gpus {gpus}; TEACHER_ARCH={arch}; choose_engine; echo "$ENGINE"; echo "$ENGINE_WHY"')
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                          env=dict(os.environ, PATH=toydata.VENV_BIN + os.pathsep + os.environ["PATH"]))
+    assert proc.returncode == 0, proc.stderr
+    return tuple(proc.stdout.splitlines())
+
+
+def test_recipes_pick_the_fastest_exact_engine_for_their_teacher(tmp_path):
+    assert engine_choice("luong_lstm_4x1000")[0] == "seqkd"
+    assert engine_choice("lstm_wiseman_iwslt_de_en", "1")[0] == "fairseq"
+    assert engine_choice("transformer_wmt_en_de") == ("ctranslate2", "default for a Transformer teacher")
+    # without ctranslate2 (an interpreter that cannot import it): fairseq, saying what to install
+    no_ct2 = tmp_path / "python3"
+    no_ct2.write_text('#!/bin/sh\ncase "$*" in *ctranslate2*) exit 1 ;; esac\nexec python3 "$@"\n')
+    no_ct2.chmod(0o755)
+    assert engine_choice("transformer", "0", str(no_ct2)) == (
+        "fairseq", "ctranslate2 is not installed: pip install 'fairseq-seqkd[fast]'")
+    assert engine_choice("fconv_iwslt_de_en")[0] == "fairseq"
+    # --engine wins over the default
+    assert engine_choice("luong_lstm_2x500", "0", "python3", "--engine", "fairseq") == ("fairseq", "--engine")

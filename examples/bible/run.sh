@@ -2,7 +2,7 @@
 # The Spanish→English Bible recipe: every method of Kim & Rush (2016) on one corpus, then a report.
 #
 #   examples/bible/run.sh [--preset demo|full|tiny] [--workdir DIR] [--dry-run] [--gpus N] [--jobs N]
-#                         [--seed N | --seeds N N ...] [--eval-subset valid|test]
+#                         [--seed N | --seeds N N ...] [--eval-subset valid|test] [--engine E [--engine-quantize Q]]
 #                         [--src FILE --tgt FILE --src-lang xx --tgt-lang yy] [--title TEXT]
 #
 # demo: a deliberately small problem for a 2-core laptop CPU (make demo; under 20 minutes).
@@ -12,6 +12,7 @@
 #   corpus split, and a report over the seeds (mean ± sd, paired differences) in WORKDIR.
 # --src/--tgt: your own parallel text instead of the Bible (any preset); --title names it in the reports.
 # --jobs N: steps run at the same time (default 2). --gpus N: use N GPUs.
+# --engine: who decodes the teacher's beam search over the training set (examples/pipeline.sh, docs/engines.md).
 # Every step is skipped when its output exists, so rerunning resumes; --dry-run prints the commands.
 # Ctrl-C, SIGTERM or SIGHUP stop the running steps too (SIGKILL after 10 s); rerun the same command to resume
 # (examples/pipeline.sh, "Kills and reruns"). One run at a time per WORKDIR.

@@ -5,6 +5,7 @@ import filecmp
 import json
 import os
 import random
+import re
 
 import pytest
 import sacrebleu
@@ -235,3 +236,93 @@ def test_keep_shards_merged_equal_one_run_and_resume_checks_keep(mbr3, toy_data,
     for options, changed in ((dict(keep=2), "keep"), (dict(keep=3, mbr_utility="bleu"), "mbr_utility")):
         with pytest.raises(SeqKDError, match=rf"started with other options \({changed}\)"):
             distill_valid(toy_data, toy_model, other, select="mbr", resume=True, **options)
+
+
+# -- fairseq-train --task seqkd_translation --one-target-per-epoch -----------------------------------------
+
+
+def train_task(data, *extra):
+    """The seqkd_translation task of a fairseq-train command line, its training split loaded."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    import toydata
+
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(data), "--user-dir", toydata.USER_DIR, "--task", "seqkd_translation", "--arch", "luong_lstm_1x32",
+        "--max-tokens", "400", *extra])
+    task = tasks.setup_task(convert_namespace_to_omegaconf(args).task)
+    task.load_dataset("train")
+    return task
+
+
+def epochs_of_pairs(task, seed, epochs):
+    """For each epoch: the training pairs (line numbers of DATA/train.*) in the batches fairseq builds."""
+    dataset = task.dataset("train")
+    itr = task.get_batch_iterator(dataset, max_tokens=400, seed=seed, epoch=1, max_positions=(1024, 1024))
+    out = []
+    for _ in range(epochs):
+        out.append(sorted(i for batch in itr.next_epoch_itr(shuffle=True) for i in batch["id"].tolist()))
+    return out
+
+
+def test_one_target_per_epoch(mbr3):
+    import numpy as np
+
+    folder = mbr3.parent / "bin"
+    source_of = [int(i) for i in lines(folder / "train.ids")]  # 3 pairs for each of 100 sources
+    task = train_task(folder, "--one-target-per-epoch", "--seed", "5")
+    pairs = epochs_of_pairs(task, 5, 40)
+    for epoch, chosen in enumerate(pairs, 1):
+        assert sorted(source_of[i] for i in chosen) == list(range(100))  # one pair per source: 100 a epoch
+        draw = np.random.default_rng([5, epoch]).integers(0, 3, size=100)  # the documented draw
+        assert chosen == [3 * s + int(draw[s]) for s in range(100)]
+    assert len({tuple(p) for p in pairs}) == 40  # another choice every epoch
+    assert set().union(*pairs) == set(range(300))  # every output of every source, given enough epochs
+    assert epochs_of_pairs(train_task(folder, "--one-target-per-epoch", "--seed", "5"), 5, 3) == pairs[:3]
+    assert epochs_of_pairs(train_task(folder, "--one-target-per-epoch", "--seed", "6"), 6, 1) != pairs[:1]
+    # without the option: all 300 pairs are training data
+    assert epochs_of_pairs(train_task(folder, "--seed", "5"), 5, 1) == [list(range(300))]
+
+
+def test_one_target_per_epoch_with_fairseq_train(mbr3, tmp_path):
+    """Stock fairseq-train: 2 epochs of 100 pairs in batches of 10 are 20 updates (60 without the option)."""
+    import torch
+
+    import toydata
+
+    folder = str(mbr3.parent / "bin")
+    for flag, updates in (("--one-target-per-epoch", 20), (None, 60)):
+        save = tmp_path / f"save{updates}"
+        toydata.train(folder, str(save), ["--batch-size", "10", "--max-tokens", "100000", "--no-save-optimizer-state",
+                                          *([flag] if flag else [])], max_epoch=2)
+        state = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+        assert state["optimizer_history"][-1]["num_updates"] == updates
+
+
+def test_bad_ids_files_are_one_line_errors(mbr3, tmp_path):
+    import shutil
+
+    folder = tmp_path / "bin"
+    shutil.copytree(mbr3.parent / "bin", folder)
+    ids = folder / "train.ids"
+    good = ids.read_text()
+    cases = [
+        (None, r"train.ids: missing: --one-target-per-epoch needs the source id of every train pair"),
+        (good.replace("\n7\n", "\nseven\n", 1), r"train.ids:22: 'seven' is not a sentence id"),
+        (good.replace("\n7\n", "\n-7\n", 1), r"train.ids:22: '-7' is not a sentence id"),
+        (good[:-1], r"train.ids:300: truncated: the last line has no newline"),
+        (good.rsplit("\n", 2)[0] + "\n", r"train.ids:300: missing: 299 ids for the 300 pairs of train"),
+        (good + "99\n", r"train.ids:301: more ids than the 300 pairs of train"),
+    ]
+    for content, message in cases:
+        if content is None:
+            ids.unlink()
+        else:
+            ids.write_text(content)
+        with pytest.raises(SystemExit) as e:
+            train_task(folder, "--one-target-per-epoch")
+        assert str(e.value).startswith("error: ") and "\n" not in str(e.value), str(e.value)
+        assert re.search(message, str(e.value)), str(e.value)
+    with pytest.raises(SystemExit, match="^error: --one-target-per-epoch draws other pairs every epoch"):
+        train_task(folder, "--one-target-per-epoch", "--same-batches-every-epoch")

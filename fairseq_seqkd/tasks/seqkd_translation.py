@@ -31,6 +31,13 @@
   only inside the optimizer step, right before the re-zeroing, and they are
   never saved (a checkpoint holds the model's weights; the master copy is
   rebuilt from them on resume).
+* ``--one-target-per-epoch``: the training split has several targets per
+  source (``seqkd-distill --keep N --binarize DATA`` writes them with
+  ``DATA/train.ids``, each pair's source id). Every epoch trains on one of each
+  source's targets, drawn at random with a generator seeded by (``--seed``,
+  epoch), so an epoch has as many pairs as the original corpus
+  (:mod:`fairseq_seqkd.multi_target`). Without it all N pairs are ordinary
+  training data.
 
 Bad options and inputs stop with a one-line ``error: ...`` (exit status 1), not a traceback.
 """
@@ -45,6 +52,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 import torch
+from fairseq import utils
 from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
@@ -54,6 +62,7 @@ from fairseq_seqkd import pruning
 from fairseq_seqkd.errors import SeqKDError, exit_on_error
 from fairseq_seqkd.generation import kbest_sentences
 from fairseq_seqkd.kbest import Sentence, kbest_header, write_kbest_rows
+from fairseq_seqkd.multi_target import OneTargetPerSource, read_ids
 from fairseq_seqkd.textio import atomic_open, make_folder, remove_stale_temporaries, temporary_prefix
 
 logger = logging.getLogger(__name__)
@@ -167,6 +176,15 @@ class SeqKDTranslationConfig(TranslationConfig):
                           "default: with batches built per epoch, a run resumed from a checkpoint trains on the "
                           "same batches as an uninterrupted one (bit-identical on the CPU)"},
     )
+    one_target_per_epoch: bool = field(
+        default=False,
+        metadata={"help": "the training split has several targets per source (seqkd-distill --keep N): read each "
+                          "pair's source id from DATA/TRAIN_SUBSET.ids and train each epoch on one target per "
+                          "source, drawn at random with a generator seeded by (--seed, epoch), so that an epoch "
+                          "has as many pairs as there are sources"},
+    )
+    seed: int = II("common.seed")
+    train_subset: str = II("dataset.train_subset")
     # where fairseq-train starts from (its checkpoint options), to read that checkpoint's pruning mask
     save_dir: str = II("checkpoint.save_dir")
     restore_file: str = II("checkpoint.restore_file")
@@ -202,12 +220,27 @@ class SeqKDTranslationTask(TranslationTask):
         with exit_on_error():
             if not 0 <= cfg.prune_ratio < 1:
                 raise SeqKDError(f"--prune-ratio {cfg.prune_ratio}: must be in [0, 1)")
+            if getattr(cfg, "one_target_per_epoch", False) and getattr(cfg, "same_batches_every_epoch", False):
+                raise SeqKDError("--one-target-per-epoch draws other pairs every epoch, which needs batches built "
+                                 "anew each epoch: drop --same-batches-every-epoch")
         self._kbest = None  # the KBestSpool of --kbest-out once the first batch is generated
         self._kbest_started = False  # whether FILE of an earlier run has been removed
         self._kbest_nbest = 1
         self._warned_bsz_mult = False
         self._held = None  # [(name, parameter, mask)] once training has started
         self._restored_masks = None  # masks from a resumed checkpoint (set_checkpoint_dict)
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
+        if getattr(self.cfg, "one_target_per_epoch", False) and split == self.cfg.train_subset:
+            paths = utils.split_paths(self.cfg.data)
+            path = os.path.join(paths[(epoch - 1) % len(paths)], f"{split}.ids")
+            pairs = self.datasets[split]
+            with exit_on_error():
+                ids = read_ids(path, len(pairs), split)
+            wrapped = self.datasets[split] = OneTargetPerSource(pairs, ids, self.cfg.seed, epoch)
+            logger.info("--one-target-per-epoch: %d pairs of %d sources in %s; each epoch trains on one pair per "
+                        "source (ids from %s)", len(pairs), wrapped.sources, split, path)
 
     def get_batch_iterator(self, dataset, *args, required_batch_size_multiple=1, **kwargs):
         if required_batch_size_multiple != 1 and not self._warned_bsz_mult:

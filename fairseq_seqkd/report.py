@@ -389,7 +389,8 @@ def single_run_report(run_dir, eval_dir=None, teacher=None, baseline=None, seqkd
     lines = [title] if title else []
     lines += table(rows, teacher, baseline) + [""] + [
         f"{first['subset']} set, {first['sentences']} sentences; BLEU: sacrebleu ({first['bleu_signature']}); "
-        f"speed: source words/s at batch size 1 on {first['device']}, {first['threads']} threads; ΔK: vs "
+        f"speed: source words/s at batch size 1 on {first['device']}, {first['threads']} threads, decoded by "
+        f"{decoders(rows)}; ΔK: vs "
         f"{baseline or '(no baseline row)'}; speed-up: greedy words/s vs "
         f"{teacher + ' with beam search' if teacher else '(no teacher row)'}." +
         (" " + speed_note(rows) if teacher else ""), ""]
@@ -397,6 +398,18 @@ def single_run_report(run_dir, eval_dir=None, teacher=None, baseline=None, seqkd
     write(run_dir, lines, rows, plot(runs, first["beam"], title))
     logger.info("wrote %s/results.{md,json,png} (%d models)", run_dir, len(rows))
     return lines
+
+
+def decoders(rows):
+    """Who decoded the rows' BLEU and speed runs (seqkd-eval --engine): one engine, or each with its rows."""
+    by_engine = {}
+    for r in rows:
+        engine = (r.get("engine") or "fairseq") + (f" {r['engine_quantize']}" if r.get("engine_quantize") else "")
+        names = by_engine.setdefault(engine, [])
+        names += [r["name"]] if r["name"] not in names else []
+    if len(by_engine) == 1:
+        return next(iter(by_engine))
+    return "; ".join(f"{engine} ({', '.join(names)})" for engine, names in by_engine.items())
 
 
 def multi_run_report(out_dir, run_dirs, teacher=None, baseline=None, seqkd=SEQKD, best=BEST, title=""):
@@ -414,7 +427,8 @@ def multi_run_report(out_dir, run_dirs, teacher=None, baseline=None, seqkd=SEQKD
     lines += aggregate_lines(rows, paired, baseline, first["beam"], tests) + [
         "", f"{len(runs)} runs ({', '.join(runs)}); mean ± sample sd (n − 1) over runs; {first['subset']} set, "
             f"{first['sentences']} sentences; BLEU: sacrebleu ({first['bleu_signature']}); device: "
-            f"{', '.join(devices)}.", ""]
+            f"{', '.join(devices)}; decoded by "
+            f"{decoders([r for by_name in runs.values() for r in by_name.values()])}.", ""]
     lines += findings_lines(findings, len(runs))
     data = {"runs": {label: list(by_name.values()) for label, by_name in runs.items()}, "teacher": teacher,
             "baseline": baseline, "aggregates": rows, "paired_differences": paired, "paired_tests": tests,

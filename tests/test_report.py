@@ -88,7 +88,7 @@ def test_aggregates_and_paired_differences_equal_hand_computed_values(tmp_path, 
            "3.00 ± 0.00 | 1.0M |" in md
     assert "| Seq-KD | +3.0 ± 1.0 | +0.5 ± 1.0 | -2.5 ± 1.0 | +39.0 ± 8.5 | +2.00 ± 1.00 |" in md
     assert any(line.startswith("3 runs (seed-1, seed-2, seed-3); mean ± sample sd (n − 1) over runs; test set, "
-                               f"250 sentences; BLEU: sacrebleu ({SIGNATURE}); device: cpu (x86_64).")
+                               f"250 sentences; BLEU: sacrebleu ({SIGNATURE}); device: cpu (x86_64); decoded by fairseq.")
                for line in md)
     assert capsys.readouterr().out.splitlines()[-len(md):] == md  # what it prints is results.md
     assert (tmp_path / "out" / "results.png").stat().st_size > 10000
@@ -195,7 +195,7 @@ def test_single_run_keeps_its_table_and_checks_the_findings(tmp_path, capsys):
         "| Seq-KD | 1.2M (240k) | 11.0 | +5.1 | 11.2 | +4.1 | 60.2 | 15.0% | 1190 | 690 | 3.2x |",
     ]
     assert lines[6].startswith(f"test set, 250 sentences; BLEU: sacrebleu ({SIGNATURE}); speed: source words/s "
-                               "at batch size 1 on cpu (x86_64), 2 threads; ΔK: vs Baseline 2x128; speed-up: "
+                               "at batch size 1 on cpu (x86_64), 2 threads, decoded by fairseq; ΔK: vs Baseline 2x128; speed-up: "
                                "greedy words/s vs Teacher 2x256 with beam search.")
     assert lines[-5:] == [
         "- (1) Seq-KD beats Baseline 2x128 by ≥ 1 BLEU with greedy decoding: holds; mean difference > 2 sd: "
@@ -435,3 +435,22 @@ def test_speed_ups_are_printed_only_beyond_the_measured_spread(tmp_path):
         "speed-up: greedy words/s vs Teacher 2x256 with beam search. A speed-up is printed only where the two "
         "speeds differ by more than the sum of their spreads, else ~1x (within spread); a speed's spread is max − "
         "min of its 3 repeated measurements (seqkd-eval's src_words_per_sec_*_spread × the median).")
+
+
+def test_the_footnote_names_the_engine_that_decoded_each_row(tmp_path):
+    """seqkd-eval --engine: the speeds (and BLEU runs) of rows decoded by another engine say so, by row."""
+    from fairseq_seqkd.report import decoders
+
+    rows = [row("Teacher", 15, 17, 19, 0.02, engine="seqkd", engine_quantize="int8"),
+            row("Baseline", 6, 7, 33, 0.004), row("Seq-KD", 11, 11, 60, 0.1, engine="fairseq", engine_quantize=None),
+            row("Seq-KD int8", 11, 11, 60, 0.1, engine="seqkd", engine_quantize="int8")]
+    assert decoders(rows) == "seqkd int8 (Teacher, Seq-KD int8); fairseq (Baseline, Seq-KD)"
+    assert decoders(rows[1:3]) == "fairseq"  # an old JSON without "engine" was decoded by fairseq
+    cli_main([write_run(tmp_path / "run", rows)])
+    with open(tmp_path / "run" / "results.md") as f:
+        assert "2 threads, decoded by seqkd int8 (Teacher, Seq-KD int8); fairseq (Baseline, Seq-KD); ΔK" in f.read()
+    # over several runs, each row is named once
+    runs = [write_run(tmp_path / f"seed-{k}", rows) for k in (1, 2)]
+    _, md = aggregate_report(tmp_path, runs, "--teacher", "Teacher", "--baseline", "Baseline")
+    assert any(line.endswith("device: cpu (x86_64); decoded by seqkd int8 (Teacher, Seq-KD int8); fairseq "
+                             "(Baseline, Seq-KD).") for line in md)

@@ -12,7 +12,7 @@ import sacrebleu
 from fairseq.data.data_utils import post_process
 
 from fairseq_seqkd import mbr, selection
-from fairseq_seqkd.distill import DistillOptions, distill
+from fairseq_seqkd.distill import DistillOptions
 from fairseq_seqkd.errors import SeqKDError, StoppedEarly
 from fairseq_seqkd.kbest import Sentence, read_kbest, write_kbest_file
 from kbest_samples import random_kbest, to_sentencepiece

@@ -69,7 +69,8 @@ def get_parser():
                         "top-n: the teacher's --keep best; mbr: the --keep with the highest expected utility against "
                         "the other hypotheses (MBR-n)")
     p.add_argument("--keep", type=int, default=1,
-                   help="outputs kept per sentence (1 <= N <= --nbest; not with top1): N lines per sentence and OUT.ids")
+                   help="outputs kept per sentence (1 <= N <= --nbest; not with top1): N lines per sentence, "
+                        "and OUT.ids")
     p.add_argument("--mbr-utility", choices=UTILITIES, default="chrf",
                    help="--select mbr: sacrebleu's sentence chrF (default) or sentence BLEU between hypotheses")
     p.add_argument("--remove-bpe", choices=REMOVE_BPE, default="sentencepiece",

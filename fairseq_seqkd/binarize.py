@@ -1,15 +1,18 @@
 """Binarize subword text for fairseq (``fairseq-preprocess``, run as a library), into a folder that appears
 complete or not at all.
 
-Used by seqkd-prepare (new dictionaries from the training text) and seqkd-distill (the distilled corpus
-with the original data's dictionaries, its valid/test sets copied alongside).
+Used by seqkd-prepare (new dictionaries from the training text), seqkd-distill (the distilled corpus
+with the original data's dictionaries, its valid/test sets copied alongside) and seqkd-select --binarize
+(a selection from K-best lists, the same way).
 """
 
 import logging
 import os
 import re
 import shutil
+import tempfile
 
+from fairseq_seqkd.errors import SeqKDError
 from fairseq_seqkd.textio import atomic_dir
 
 logger = logging.getLogger(__name__)
@@ -55,3 +58,32 @@ def binarize(dest, src_lang, tgt_lang, trainpref, validpref=None, testpref=None,
     logger.info("binarized into %s (train from %s.{%s,%s}%s)", dest, trainpref, src_lang, tgt_lang,
                 f"; valid/test from {copy_from}" if copy_from else "")
     return dest
+
+
+def binarize_like_data(dest, data, src_file, tgt_file, src_lang=None, tgt_lang=None, ids_file=None):
+    """Two line-aligned text files (any names, e.g. seqkd-select's outputs) binarized into ``dest`` as its
+    training split, with the binarized data folder ``data``'s dictionaries and its valid/test sets copied
+    alongside, as seqkd-distill --binarize does; ``ids_file`` (each line's sentence id) becomes
+    ``dest/train.ids``. The languages default to ``data``'s (fairseq's inference from its file names)."""
+    from fairseq.data.data_utils import infer_language_pair
+
+    if not os.path.isdir(data):
+        raise SeqKDError(f"{data}: no such data folder")
+    if not (src_lang and tgt_lang):
+        inferred = infer_language_pair(data)
+        if None in inferred:
+            raise SeqKDError(f"{data}: cannot infer the language pair from its file names; give the languages")
+        src_lang, tgt_lang = src_lang or inferred[0], tgt_lang or inferred[1]
+    dicts = [os.path.join(data, f"dict.{lang}.txt") for lang in (src_lang, tgt_lang)]
+    for path in [*dicts, src_file, tgt_file, *([ids_file] if ids_file else [])]:
+        if not os.path.isfile(path):
+            raise SeqKDError(f"{path}: no such file")
+    # fairseq-preprocess reads PREFIX.SRC and PREFIX.TGT: links of those names to the two files
+    parent = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".binarize-", dir=parent) as links:
+        prefix = os.path.join(links, "train")
+        for lang, path in ((src_lang, src_file), (tgt_lang, tgt_file)):
+            os.symlink(os.path.abspath(path), f"{prefix}.{lang}")
+        return binarize(dest, src_lang, tgt_lang, prefix, srcdict=dicts[0], tgtdict=dicts[1], copy_from=data,
+                        extra_files={"train.ids": ids_file} if ids_file else None)

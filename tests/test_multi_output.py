@@ -203,6 +203,27 @@ def test_keep_three_mbr_lines_ids_and_binarized(mbr3, top1, toy_text):
     assert [d.string(ds[i]) for i in range(len(ds))] == tgt
 
 
+def test_seqkd_select_binarize_equals_seqkd_distill_binarize(mbr3, top1, toy_data, tmp_path):
+    """One decoding, two corpora (the recipes' --with-multi): seqkd-select --binarize on seqkd-distill's
+    OUT.kbest gives the folder seqkd-distill --select mbr --binarize gives, byte for byte."""
+    from fairseq_seqkd.cli import select as select_cli
+
+    out = {ext: str(tmp_path / f"sel.{ext}") for ext in ("a", "b", "ids")}
+    select_cli.main([f"{top1}.kbest", "--mode", "mbr", "--keep", "3", "--remove-bpe", "none", "--out-src", out["a"],
+                     "--out-tgt", out["b"], "--out-ids", out["ids"], "--binarize", str(tmp_path / "bin"),
+                     "--data", toy_data])
+    ours, theirs = tmp_path / "bin", mbr3.parent / "bin"
+    names = sorted(n for n in os.listdir(theirs) if n != "preprocess.log")
+    assert sorted(n for n in os.listdir(ours) if n != "preprocess.log") == names and "train.ids" in names
+    assert all(filecmp.cmp(ours / n, theirs / n, shallow=False) for n in names), names
+    assert sorted(os.listdir(tmp_path)) == ["bin", "sel.a", "sel.b", "sel.ids"]  # no links left behind
+    with pytest.raises(SystemExit):  # --binarize without --data: argparse's usage error
+        select_cli.main([f"{top1}.kbest", "--out-src", out["a"], "--out-tgt", out["b"], "--binarize", "x"])
+    with pytest.raises(SeqKDError, match=f"^{tmp_path}/nodata: no such data folder$"):
+        select_cli.main([f"{top1}.kbest", "--out-src", out["a"], "--out-tgt", out["b"], "--binarize",
+                         str(tmp_path / "x"), "--data", str(tmp_path / "nodata")])
+
+
 @pytest.mark.parametrize("select", ["seq-inter", "top-n"])
 def test_keep_three_seq_inter_and_top_n(select, top1, toy_data, toy_model, tmp_path):
     prefix = tmp_path / "valid.n"

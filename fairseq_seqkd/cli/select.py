@@ -3,6 +3,7 @@
     seqkd-select INPUT --out-src FILE --out-tgt FILE [--mode seq-inter|top1|top-n|mbr]
                  [--keep N --out-ids FILE] [--mbr-utility chrf|bleu]
                  [--remove-bpe sentencepiece|subword_nmt|none] [--workers N]
+                 [--binarize DIR --data DATA [--source-lang S --target-lang T]]
 
 INPUT is fairseq-generate's output (run with --nbest K, without --post-process
 so that hypotheses stay subwords) or a K-best file written by
@@ -19,13 +20,18 @@ docs/multi_output.md): ``top-n`` the teacher's N best, ``mbr`` the N with the
 highest expected utility (``--mbr-utility`` chrF or BLEU, uniform weights)
 against the other hypotheses, ``seq-inter`` the N closest to the reference;
 OUT-IDS gets each line's 0-based sentence id.
+
+``--binarize DIR --data DATA`` also binarizes OUT-SRC/OUT-TGT into DIR as its
+training split, with DATA's dictionaries and DATA's valid/test sets alongside
+(OUT-IDS as DIR/train.ids, which ``fairseq-train --task seqkd_translation
+--one-target-per-epoch`` reads): what ``seqkd-distill --binarize`` does.
 """
 
 import functools
 import logging
 import time
 
-from fairseq_seqkd import mbr, selection
+from fairseq_seqkd import binarize, mbr, selection
 from fairseq_seqkd.cli import argument_parser, run_script
 from fairseq_seqkd.subwords import REMOVE_BPE
 
@@ -50,12 +56,19 @@ def get_parser():
     p.add_argument("--workers", type=int, default=1,
                    help="processes that parse and score (a K-best file is streamed to them in pieces)")
     p.add_argument("--num-sentences", type=int, help="expected number of sentences (catches a missing tail)")
+    p.add_argument("--binarize", metavar="DIR", help="also binarize the selection into DIR (needs --data)")
+    p.add_argument("--data", help="--binarize: the binarized data whose dictionaries and valid/test sets DIR gets")
+    p.add_argument("--source-lang", help="--binarize: the source language (default: inferred from DATA)")
+    p.add_argument("--target-lang", help="--binarize: the target language (default: inferred from DATA)")
     return p
 
 
 def main(argv=None, start_method="forkserver"):
     """Parse the arguments and write the selection; return its :class:`selection.Summary`."""
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if bool(args.binarize) != bool(args.data):
+        parser.error("--binarize DIR and --data DATA go together")
     start = time.time()
     summary = selection.write_selection(args.input, args.out_src, args.out_tgt, args.mode, args.remove_bpe,
                                         args.workers, args.num_sentences, start_method, args.keep,
@@ -69,6 +82,9 @@ def main(argv=None, start_method="forkserver"):
                     summary.mean_first_bleu, summary.mean_bleu, sum(1 for r in ranks if r), len(ranks))
     logger.info("%d sentences, %d hypotheses in %.2fs (%.0f hypotheses/s) with %d process(es)",
                 len(ranks), summary.hypotheses, seconds, summary.hypotheses / max(seconds, 1e-9), args.workers)
+    if args.binarize:
+        binarize.binarize_like_data(args.binarize, args.data, args.out_src, args.out_tgt, args.source_lang,
+                                    args.target_lang, args.out_ids)
     return summary
 
 

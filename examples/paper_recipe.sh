@@ -2,13 +2,17 @@
 # The recipe sets: CORPUS (iwslt15|wmt14), SRC, TGT, VOCAB, TEACHER_ARCH, STUDENT_ARCH, NAME, DOWNLOADS.
 #
 #   run.sh --corpus-dir DIR [--workdir DIR] [--gpus N] [--jobs N] [--dry-run] [--preset paper|tiny] [--download]
-#          [--seed N | --seeds N N ...] [--eval-subset valid|test] [--engine E [--engine-quantize Q]]
+#          [--seed N | --seeds N N ...] [--eval-subset valid|test] [--engine E [--engine-quantize Q]] [--with-multi]
 #
 # paper: the paper's hyperparameters: SGD lr 1.0 halved every epoch from epoch 9, 13 epochs, dropout 0.3,
 #        gradient norm clipped at 5, batches of 64 sentences, Word-KD alpha 0.5, beam 5, Seq-Inter K=35 with
 #        fine-tuning at lr 0.1, pruning with retraining at lr 0.2. Training sentences of at most 50 words.
 # tiny:  the same flow with minute models and a few epochs (for a small stand-in corpus: tests, dry runs).
 # --engine E: who decodes the teacher's beam search (default: examples/pipeline.sh; docs/engines.md).
+# --with-multi: beyond the paper, the students "Seq-KD n-best (n=5)" and "Seq-KD MBR-5" (docs/multi_output.md):
+#        one more beam search over the training set with K=8 (beam 8, its 8-best lists kept; 1.6 times the
+#        beams of Seq-KD's K=5), 5 outputs per source by model score and by MBR (chrF) from the same lists, and
+#        students with Seq-KD's schedule, 13 epochs of one pair per source each (--one-target-per-epoch).
 # --gpus N: fairseq-train on N GPUs (--distributed-world-size N) and N distillation shards, one per GPU.
 # Resumable: rerun the same command after a failure, a kill, Ctrl-C, SIGTERM or SIGHUP (which stop the running
 # steps too); see examples/pipeline.sh, "Kills and reruns".

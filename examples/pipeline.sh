@@ -10,7 +10,7 @@
 #   finish                  the reports, then runs the plan (or prints it with --dry-run)
 #
 # Options: --preset NAME --workdir DIR --dry-run --gpus N --jobs N --seed N | --seeds N N ... --eval-subset S
-#          --kd-store K --engine E --engine-quantize Q
+#          --kd-store K --engine E --engine-quantize Q --with-multi
 # (--kd-store K: Word-KD students read the teacher's top K from a store on disk, built once per Word-KD corpus by
 # seqkd-topk, in as many shards as the distillation; 0: the live teacher over the full vocabulary, as the paper.
 # Default: the preset's KD_STORE)
@@ -21,6 +21,14 @@
 # seqkd float32 (our exact LSTM decoder) for an LSTM teacher on the CPU, else fairseq; --dry-run prints the choice.
 # A quantised engine (int8) only when asked: its corpus is no longer the teacher's exact beam output.)
 # (--jobs: steps run at the same time, default 2, or N with --gpus N so that N distillation shards run at once)
+# (--with-multi: beyond the paper, two more students that learn from several teacher outputs per source
+# (docs/multi_output.md), rows "Seq-KD n-best (n=5)" and "Seq-KD MBR-5": one more teacher beam search over the
+# training set, K = MULTI_K (default 8) with its K-best lists kept (seqkd-distill --select top-n --keep 5
+# --write-kbest: the n-best corpus), then from the same lists the MBR-5 corpus (seqkd-select --mode mbr --keep 5
+# --mbr-utility MBR_UTILITY, default chrf). Both students have Seq-KD's architecture and schedule and train with
+# --one-target-per-epoch: each epoch one of a source's 5 pairs, drawn anew every epoch, so an epoch has the
+# corpus's size and every student gets the same number of updates, whether the preset counts epochs or updates.
+# K > 5, else MBR-5 would keep the same 5 hypotheses as the n-best (in another order). Off by default.)
 #
 # What a preset sets:
 #   TEACHER_ARCH STUDENT_ARCH  architectures of the teacher and of every student (rows "Teacher 1x256", ...)
@@ -30,6 +38,8 @@
 #   KD                   word_kd options (the paper: --kd-alpha 0.5)
 #   KD_STORE             k of the teacher's top-k store for Word-KD (0 or unset: the live full-vocabulary teacher)
 #   INTER_K              K of the Seq-Inter K-best lists (the paper: 35)
+#   MULTI_K MULTI_KEEP   --with-multi: K of the K-best lists (default 8) and outputs kept per source (default 5)
+#   MBR_UTILITY          --with-multi: the MBR utility, chrf (default) or bleu
 #   DISTILL              seqkd-distill options (batching, length limits)
 #   EVAL                 seqkd-eval options besides the references (e.g. --speed-sentences)
 #   PRUNE_RATIOS         e.g. "50 80 90"
@@ -64,7 +74,7 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 
 recipe_options() {
   preset=${preset:-} workdir="" dry=0 GPUS=0 JOBS="" SEEDS=(1) STUDY=0 EVAL_SUBSET=test KD_STORE_OPTION=""
-  ENGINE="" ENGINE_QUANTIZE=""
+  ENGINE="" ENGINE_QUANTIZE="" WITH_MULTI=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --preset) preset="$2"; shift 2 ;;
@@ -79,6 +89,7 @@ recipe_options() {
       --kd-store) KD_STORE_OPTION="$2"; shift 2 ;;
       --engine) ENGINE="$2"; shift 2 ;;
       --engine-quantize) ENGINE_QUANTIZE="$2"; shift 2 ;;
+      --with-multi) WITH_MULTI=1; shift ;;
       -h|--help) usage; exit 0 ;;
       *) consumed=0
          if declare -F recipe_option >/dev/null && recipe_option "$@" && [ "$consumed" -gt 0 ]; then
@@ -135,6 +146,13 @@ recipe_setup() {
   choose_engine
   DISTILL+=("${DEVICE[@]}" --engine "$ENGINE" ${ENGINE_QUANTIZE:+--engine-quantize "$ENGINE_QUANTIZE"})
   KD_STORE=${KD_STORE_OPTION:-${KD_STORE:-0}}
+  MULTI_K=${MULTI_K:-8} MULTI_KEEP=${MULTI_KEEP:-5} MBR_UTILITY=${MBR_UTILITY:-chrf}
+  if [ "$WITH_MULTI" -eq 1 ]; then
+    if ! [[ "$MULTI_K$MULTI_KEEP" =~ ^[0-9]+$ ]] || [ "$MULTI_KEEP" -lt 2 ] || [ "$MULTI_K" -le "$MULTI_KEEP" ]; then
+      echo "error: --with-multi needs MULTI_K > MULTI_KEEP >= 2 (preset $preset: $MULTI_K, $MULTI_KEEP)" >&2; exit 2
+    fi
+    case "$MBR_UTILITY" in chrf|bleu) ;; *) echo "error: MBR_UTILITY $MBR_UTILITY: chrf or bleu" >&2; exit 2 ;; esac
+  fi
   TOPK=(--k "$KD_STORE" --max-tokens 6000 "${DEVICE[@]}")
   EVAL+=(--beam 5 --subset "$EVAL_SUBSET" --refs "$RAW/$EVAL_SUBSET.$tgt_lang" "${DEVICE[@]}")
   # test-set results in RUN/eval and RUN/results.*; validation-set results beside them in RUN/valid/, so that
@@ -257,6 +275,18 @@ run_pipeline() {
     # Seq-Inter (§3.3): from the teacher's K-best lists, the hypothesis with the best sentence BLEU
     distill train.inter "$run/data-inter" --beam "$INTER_K" --nbest "$INTER_K" --select seq-inter
     train seq-kd "$run/data-seqkd" "train.seqkd data" "${student[@]}"
+    if [ "$WITH_MULTI" -eq 1 ]; then
+      # --with-multi (docs/multi_output.md): one decoding, K-best lists kept; the n-best corpus from it, then the
+      # MBR corpus from the same lists; each student sees one of a source's pairs per epoch
+      distill train.nbest "$run/data-nbest" --beam "$MULTI_K" --nbest "$MULTI_K" --select top-n \
+        --keep "$MULTI_KEEP" --write-kbest
+      step "train.mbr data" "$run/data-mbr/done" "train.nbest data" seqkd-select "$run/distill/train.nbest.kbest" \
+        --mode mbr --keep "$MULTI_KEEP" --mbr-utility "$MBR_UTILITY" --out-src "$run/distill/train.mbr.src" \
+        --out-tgt "$run/distill/train.mbr.tgt" --out-ids "$run/distill/train.mbr.ids" --binarize "$run/data-mbr" \
+        --data "$DATA"
+      train seq-kd-nbest "$run/data-nbest" "train.nbest data" "${student[@]}" --one-target-per-epoch
+      train seq-kd-mbr "$run/data-mbr" "train.mbr data" "${student[@]}" --one-target-per-epoch
+    fi
     # Word-KD (§3.1): gold data, word-level distillation from the teacher
     word_kd gold "$DATA" "train teacher"
     train word-kd "$DATA" "$WORD_KD_AFTER" "${student[@]}" "${WORD_KD[@]}"
@@ -277,6 +307,10 @@ run_pipeline() {
     evaluate 01-teacher teacher "$t_name"
     evaluate 03-word-kd word-kd "Word-KD"
     evaluate 04-seq-kd seq-kd "Seq-KD"
+    if [ "$WITH_MULTI" -eq 1 ]; then  # beside Seq-KD in the reports (they list the rows by file name)
+      evaluate 04a-seq-kd-nbest seq-kd-nbest "Seq-KD n-best (n=$MULTI_KEEP)"
+      evaluate 04b-seq-kd-mbr seq-kd-mbr "Seq-KD MBR-$MULTI_KEEP"
+    fi
     evaluate 05-baseline+seq-inter baseline+seq-inter "Baseline + Seq-Inter"
     evaluate 06-seq-kd+word-kd seq-kd+word-kd "Seq-KD + Word-KD"
     evaluate 07-seq-kd+seq-inter+word-kd seq-kd+seq-inter+word-kd "Seq-KD + Seq-Inter + Word-KD"

@@ -203,6 +203,70 @@ def test_every_command_of_the_recipe_parses(preset, tmp_path):
     assert os.listdir(tmp_path) == []  # a dry run writes nothing
 
 
+MULTI_STEPS = ["train.nbest data", "train.mbr data", "train seq-kd-nbest", "train seq-kd-mbr", "eval seq-kd-nbest",
+               "eval seq-kd-mbr"]
+
+
+def dry_run(script, *argv):
+    proc = subprocess.run(["bash", script, *argv, "--dry-run"], capture_output=True, text=True, cwd=toydata.REPO)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def added_steps(plain, multi):
+    """The lines --with-multi adds to a plan, after checking that it leaves every other line as it was."""
+    assert [line for line in multi if line in set(plain)] == plain
+    return [line for line in multi if line not in set(plain)]
+
+
+def step_name(line):
+    return line[1:].split("] ", 1)[0]
+
+
+def check_same_schedule(student, seqkd):
+    """A --with-multi student: the Seq-KD student's architecture, options and schedule, its own data and folder,
+    one of a source's pairs per epoch."""
+    assert student.one_target_per_epoch and not seqkd.one_target_per_epoch
+    assert {k for k, v in vars(student).items() if vars(seqkd).get(k) != v} == {"data", "save_dir",
+                                                                                "one_target_per_epoch"}
+
+
+@pytest.mark.parametrize("preset", ["tiny", "demo", "full"])
+def test_with_multi_adds_an_nbest_and_an_mbr_student_on_one_decoding(preset, tmp_path):
+    plain = dry_run(RUN, "--preset", preset, "--workdir", str(tmp_path))
+    added = added_steps(plain, dry_run(RUN, "--preset", preset, "--workdir", str(tmp_path), "--with-multi"))
+    assert [step_name(line) for line in added] == MULTI_STEPS
+    decode, select, nbest, mbr, *evals = parse_commands("\n".join(added))
+    # one decoding with K = 8 keeps the K-best lists and the n-best corpus; the MBR corpus comes from those lists
+    assert (decode.beam, decode.nbest, decode.select, decode.keep, decode.write_kbest) == (8, 8, "top-n", 5, True)
+    assert decode.resume and decode.engine == "seqkd" and decode.binarize == str(tmp_path / "data-nbest")
+    assert select.input == decode.out_prefix + ".kbest" and select.out_ids
+    assert (select.mode, select.keep, select.mbr_utility) == ("mbr", 5, "chrf")
+    assert (select.binarize, select.data) == (str(tmp_path / "data-mbr"), str(tmp_path / "data" / "bin"))
+    (seqkd,) = [a for a in parse_commands("\n".join(plain)) if getattr(a, "save_dir", "").endswith("/seq-kd")]
+    for student, data in ((nbest, decode.binarize), (mbr, select.binarize)):
+        assert student.data == data
+        check_same_schedule(student, seqkd)
+    assert [(e.name, e.path) for e in evals] == [
+        ("Seq-KD n-best (n=5)", str(tmp_path / "models" / "seq-kd-nbest" / "checkpoint_last.pt")),
+        ("Seq-KD MBR-5", str(tmp_path / "models" / "seq-kd-mbr" / "checkpoint_last.pt"))]
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_study_with_multi_and_its_checks(tmp_path):
+    study = os.path.join(toydata.REPO, "examples", "bible", "study.sh")
+    plain = dry_run(study, "--preset", "demo", "--seeds", "1", "2", "--workdir", str(tmp_path))
+    added = added_steps(plain, dry_run(study, "--preset", "demo", "--seeds", "1", "2", "--workdir", str(tmp_path),
+                                       "--with-multi"))
+    assert [step_name(line) for line in added] == [f"seed {s}: {n}" for s in (1, 2) for n in MULTI_STEPS]
+    env = dict(os.environ, MULTI_K="5")  # K = keep: MBR-5 would keep the n-best's 5 hypotheses
+    proc = subprocess.run(["bash", RUN, "--preset", "tiny", "--workdir", str(tmp_path), "--with-multi", "--dry-run"],
+                          capture_output=True, text=True, cwd=toydata.REPO, env=env)
+    assert proc.returncode == 2 and proc.stderr == \
+        "error: --with-multi needs MULTI_K > MULTI_KEEP >= 2 (preset tiny: 5, 5)\n"
+    assert os.listdir(tmp_path) == []
+
+
 def write_iwslt_layout(folder, pairs):
     """A stand-in for WIT3's th-en release: train.tags files with metadata, XML dev/test sets."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -283,6 +347,29 @@ def test_paper_recipe_commands_parse(name, gpus, tmp_path):
     assert distills and all(a.engine == ("fairseq" if gpus == "4" else "seqkd") for a in distills)
     if gpus == "4":
         assert sorted(a.shard_id for a in parsed if getattr(a, "num_shards", 1) == 4 and not a.merge) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert os.listdir(tmp_path) == []
+
+
+def test_paper_recipe_with_multi_on_four_gpus(tmp_path):
+    run = os.path.join(toydata.REPO, "examples", "wmt14_en_de", "run.sh")
+    argv = ["--corpus-dir", str(tmp_path / "c"), "--workdir", str(tmp_path / "w"), "--gpus", "4"]
+    plain = dry_run(run, *argv)
+    added = added_steps(plain, dry_run(run, *argv, "--with-multi"))
+    shards = [f"train.nbest data (shard {i}/4)" for i in range(1, 5)]
+    assert [step_name(line) for line in added] == shards + MULTI_STEPS
+    parsed = parse_commands("\n".join(added))
+    decodes, (merge, select, nbest, mbr, *evals) = parsed[:4], parsed[4:]
+    assert [a.shard_id for a in decodes] == [0, 1, 2, 3] and all(a.num_shards == 4 for a in decodes)
+    assert all((a.beam, a.nbest, a.select, a.keep, a.write_kbest, a.engine) == (8, 8, "top-n", 5, True, "fairseq")
+               for a in decodes)
+    assert merge.merge and merge.binarize == str(tmp_path / "w" / "data-nbest")
+    assert select.input == merge.out_prefix + ".kbest" and (select.mode, select.keep) == ("mbr", 5)
+    (seqkd,) = [a for a in parse_commands("\n".join(plain)) if getattr(a, "save_dir", "").endswith("/seq-kd")]
+    assert seqkd.arch == "luong_lstm_2x500" and seqkd.max_epoch == 13 and seqkd.force_anneal == 9
+    for student in (nbest, mbr):
+        check_same_schedule(student, seqkd)
+        assert student.distributed_world_size == 4
+    assert [e.name for e in evals] == ["Seq-KD n-best (n=5)", "Seq-KD MBR-5"]
     assert os.listdir(tmp_path) == []
 
 

@@ -3,7 +3,7 @@
 #
 #   examples/bible/run.sh [--preset demo|full|tiny] [--workdir DIR] [--dry-run] [--gpus N] [--jobs N]
 #                         [--seed N | --seeds N N ...] [--eval-subset valid|test] [--engine E [--engine-quantize Q]]
-#                         [--src FILE --tgt FILE --src-lang xx --tgt-lang yy] [--title TEXT]
+#                         [--src FILE --tgt FILE --src-lang xx --tgt-lang yy] [--title TEXT] [--with-multi]
 #
 # demo: a deliberately small problem for a 2-core laptop CPU (make demo; under 20 minutes).
 # full: paper-like proportions (all verses, 8k subwords, 2x500 teacher, 2x100 students, K=35); for a GPU.
@@ -13,6 +13,8 @@
 # --src/--tgt: your own parallel text instead of the Bible (any preset); --title names it in the reports.
 # --jobs N: steps run at the same time (default 2). --gpus N: use N GPUs.
 # --engine: who decodes the teacher's beam search over the training set (examples/pipeline.sh, docs/engines.md).
+# --with-multi: also the students "Seq-KD n-best (n=5)" and "Seq-KD MBR-5", trained on 5 of the teacher's 8 best
+#   outputs per source (one more beam search, K=8; examples/pipeline.sh, docs/multi_output.md).
 # Every step is skipped when its output exists, so rerunning resumes; --dry-run prints the commands.
 # Ctrl-C, SIGTERM or SIGHUP stop the running steps too (SIGKILL after 10 s); rerun the same command to resume
 # (examples/pipeline.sh, "Kills and reruns"). One run at a time per WORKDIR.

@@ -7,7 +7,8 @@
 # Each seed's run is in WORKDIR/seed-N (models, evaluations, logs, its own report); the report over all
 # seeds is WORKDIR/results.{md,json,png}. The seed sets the models' initialisation and the order of the
 # training batches; the corpus and its split are the same for every seed. Resumable and --dry-run-able like
-# run.sh (any run.sh option is passed on, e.g. --eval-subset valid, --src/--tgt, --jobs).
+# run.sh (any run.sh option is passed on, e.g. --eval-subset valid, --src/--tgt, --jobs, --with-multi: the rows
+# "Seq-KD n-best (n=5)" and "Seq-KD MBR-5" in every seed, docs/multi_output.md).
 set -euo pipefail
 preset=demo seeds=(1 2 3) workdir="" pass=()
 while [ $# -gt 0 ]; do

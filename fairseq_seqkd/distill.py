@@ -414,8 +414,9 @@ def _decode(options, journal, dataset, engine, use_cuda, batches):
         bar.close()
     journal.finish()
     seconds = time.time() - start
-    logger.info("shard %d of %d: decoded %d sentences in %.1fs (%.1f sentences/s; engine %s: %.1fs of decoding)",
-                shard, shards, decoded, seconds, decoded / max(seconds, 1e-9), engine.name, engine.seconds)
+    logger.info("shard %d of %d: decoded %d sentences in %.1fs (%.1f sentences/s; engine %s: %.1fs of decoding%s)",
+                shard, shards, decoded, seconds, decoded / max(seconds, 1e-9), engine.name, engine.seconds,
+                engine.note())
 
 
 def open_shards(out_prefix, num_shards, held: Optional[Dict[int, ShardJournal]] = None) -> List[ShardJournal]:

@@ -191,3 +191,20 @@ def test_seqkd_eval_with_an_engine_gives_the_fairseq_engines_bleu(toy_data, toy_
             assert results[0][key] == results[1][key], (engine, key)
         assert [r["engine"] for r in results] == ["fairseq", engine]
         assert results[1]["engine_quantize"] == "float32" and results[0]["engine_quantize"] is None
+
+
+@pytest.mark.parametrize("limits", ["none", "binding"])
+def test_ctranslate2_rescores_exactly_the_sentences_whose_beam_reached_the_length_limit(outputs, toy_data,
+                                                                                       transformer_model, ct2_cache,
+                                                                                       limits, tmp_path, caplog):
+    """fairseq forces </s> at the limit (3 words with the binding limit): with --nbest = --beam, a sentence whose
+    fairseq 5-best list holds a 3-word hypothesis is one whose beam reached the limit, i.e. one ctranslate2 had to
+    rescore; the end-of-run log line counts them (none without a binding limit)."""
+    table = read_kbest(f"{outputs('transformer', 'fairseq', limits=limits)}.kbest")
+    expected = sum(any(len(h.split()) == 3 for _, h in table[i].hyps) for i in range(1500)) if limits == "binding" else 0
+    with caplog.at_level("INFO", logger="seqkd-distill"):
+        run(toy_data, transformer_model, tmp_path / "train.kd", engine="ctranslate2", engine_cache=ct2_cache,
+            **{"none": {}, "binding": BINDING_LIMIT}[limits])
+    line = next(r.getMessage() for r in caplog.records if "reached the length limit" in r.getMessage())
+    assert f"; {expected} sentences reached the length limit, their hypotheses rescored in " in line
+    assert limits == "none" or expected > 100  # the binding limit binds

@@ -31,6 +31,10 @@ class Engine:
     def decode(self, dataset, batch: Sequence[int]) -> List[Sentence]:
         raise NotImplementedError
 
+    def note(self) -> str:
+        """What the engine adds to the end-of-run log line (e.g. work beyond the search itself)."""
+        return ""
+
     # -- strings, as fairseq-generate's S-, T- and H- lines ---------------------------------------
 
     def sentence(self, dataset, i: int, hyps) -> Sentence:

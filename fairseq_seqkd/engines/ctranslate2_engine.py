@@ -89,6 +89,7 @@ class CTranslate2Engine(Engine):
         self.translator = ctranslate2.Translator(self.folder, device="cuda" if use_cuda else "cpu",
                                                  compute_type=quantize, intra_threads=threads or torch.get_num_threads())
         self.limited = 0  # sentences whose hypotheses reached the length limit (rescored)
+        self.rescore_seconds = 0.0  # of self.seconds, the rescoring of those hypotheses
 
     def decode(self, dataset, batch):
         src_dict, tgt_dict = self.source_dictionary, self.target_dictionary
@@ -103,13 +104,19 @@ class CTranslate2Engine(Engine):
         # Hypotheses cut at the length limit, all of the batch's in one scoring call (see the module docstring).
         cuts = [[h for h in r.hypotheses if not h or h[-1] != EOS] for r in results]
         pairs = [(source, h) for source, cut in zip(sources, cuts) for h in cut]
+        rescore = time.perf_counter()
         scored = iter(self.translator.score_batch([s for s, _ in pairs], [h for _, h in pairs], max_input_length=0)
                       if pairs else [])
+        self.rescore_seconds += time.perf_counter() - rescore
         out = [self._fairseq_hypotheses(r, cut, [sum(next(scored).log_probs) for _ in cut])
                for r, cut in zip(results, cuts)]
         self.seconds += time.perf_counter() - start
         return [self.sentence(dataset, i, [(score, [tgt_dict.index(t) for t in tokens]) for score, tokens in hyps])
                 for i, hyps in zip(batch, out)]
+
+    def note(self):
+        return (f"; {self.limited} sentences reached the length limit, their hypotheses rescored in "
+                f"{self.rescore_seconds:.1f}s")
 
     def _fairseq_hypotheses(self, result, cut, cumulative):
         """[(score, tokens)] best first, as fairseq's beam search finishes them (see the module docstring);

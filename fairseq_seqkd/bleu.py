@@ -291,13 +291,7 @@ class SentenceBleu:
         """For each (hypotheses, reference) in ``lists``: ``[sacrebleu.sentence_bleu(h, [reference]).score for h
         in hypotheses]``, every score exact (as :meth:`scores`, many lists at once)."""
         out = []
-        for group in self._groups(lists):
-            if len(self._word_id) > WORDS:
-                self._forget_words()
-            if not all(hyps for hyps, _ in group):
-                raise ValueError("a K-best list without hypotheses")  # callers check first: a bug
-            correct, lengths, is_ref, sizes = self._stats([r for _, r in group], [h for h, _ in group])
-            ref_len = np.repeat(lengths[is_ref], sizes)
+        for group, correct, lengths, is_ref, sizes, ref_len in self._group_stats(lists):
             rows = np.vstack([correct, lengths, ref_len]).T.tolist()
             for start, size in zip(np.flatnonzero(is_ref).tolist(), sizes.tolist()):
                 out.append([self._score(row[:4], row[4], row[5]) for row in rows[start + 1:start + size]])
@@ -307,13 +301,7 @@ class SentenceBleu:
         """For each (hypotheses, reference) in ``lists``: (index of the best hypothesis, its BLEU, BLEU of
         hypothesis 0), with the BLEU of ``sacrebleu.sentence_bleu``; ties go to the earliest."""
         out = []
-        for group in self._groups(lists):
-            if len(self._word_id) > WORDS:
-                self._forget_words()
-            if not all(hyps for hyps, _ in group):
-                raise ValueError("a K-best list without hypotheses")  # callers check first: a bug
-            correct, lengths, is_ref, sizes = self._stats([r for _, r in group], [h for h, _ in group])
-            ref_len = np.repeat(lengths[is_ref], sizes)
+        for group, correct, lengths, is_ref, sizes, ref_len in self._group_stats(lists):
             approx = bleu_array(correct, lengths, ref_len)
             approx[is_ref] = -1.0
             starts = np.flatnonzero(is_ref)
@@ -331,6 +319,17 @@ class SentenceBleu:
                     best[j][:2] = rank - 1, score
             out.extend(map(tuple, best))
         return out
+
+    def _group_stats(self, lists):
+        """For each group of :meth:`_groups`: (group, correct, lengths, is_ref, sizes, each row's reference
+        length), the statistics of :meth:`_stats` (references and hypotheses of a list in consecutive rows)."""
+        for group in self._groups(lists):
+            if len(self._word_id) > WORDS:
+                self._forget_words()
+            if not all(hyps for hyps, _ in group):
+                raise ValueError("a K-best list without hypotheses")  # callers check first: a bug
+            correct, lengths, is_ref, sizes = self._stats([r for _, r in group], [h for h, _ in group])
+            yield group, correct, lengths, is_ref, sizes, np.repeat(lengths[is_ref], sizes)
 
     @staticmethod
     def _groups(lists):

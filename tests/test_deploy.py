@@ -364,3 +364,40 @@ def test_int8_bidirectional_encoder_independent_of_batch_mates():
     alone = [translator.translate_ids([s])[0] for s in sources]
     batched = [h for start in range(0, 24, 8) for h in translator.translate_ids(sources[start:start + 8])]
     assert [(h.tokens, h.score) for h in batched] == [(h.tokens, h.score) for h in alone]
+
+
+def test_grouped_attention_equals_attention_over_per_row_copies(exported, toy_text):
+    """int8 with batch-wide activations attends over one copy of each sentence's encoder output (batched
+    products of its beam rows); the oracle is the per-row layout of fairseq's arithmetic on the same int8
+    network: the same logits to float rounding, through beam reordering and sentences leaving the batch."""
+    translator = Translator.load(str(exported / "int8"), int8_activations="batch")
+    net = translator.net
+    assert net.grouped_attention
+    sources = [translator.source_ids(s) for s in lines(os.path.join(toy_text, "test.src"))[:6]]
+    order = sorted(range(len(sources)), key=lambda i: -len(sources[i]))
+    src = torch.full((len(sources), len(sources[order[0]])), net.pad, dtype=torch.long)
+    for row, i in enumerate(order):
+        src[row, :len(sources[i])] = torch.tensor(sources[i])
+    enc = net.encode(src, torch.tensor([len(sources[i]) for i in order]))
+    assert enc.mask is not None  # padded: the mask is exercised
+    beam, rows = 3, torch.arange(len(sources)).repeat_interleave(3)
+    grouped = net.start(enc, rows)
+    net.grouped_attention = False
+    per_row = net.start(enc, rows)
+    assert (grouped.group, per_row.group) == (3, None)
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(4, net.vocab_size, (len(rows),), generator=gen)
+    for step, (keep_rows, changed) in enumerate([(None, False), ([2, 0, 1, 5, 5, 4, 6, 7, 8, 11, 9, 10, 12, 14, 13,
+                                                                   15, 17, 16], False),
+                                                 ([3, 5, 4, 12, 12, 13, 15, 16, 17], True), (None, False)]):
+        if keep_rows is not None:
+            index = torch.tensor(keep_rows)
+            grouped.select(index, changed)
+            per_row.select(index, changed)
+            tokens = tokens.index_select(0, index)
+        a = net.step(tokens, grouped)
+        b = net.step(tokens, per_row)
+        assert a.shape == b.shape == (len(tokens), net.vocab_size)
+        assert torch.allclose(a, b, rtol=0, atol=1e-4), (step, (a - b).abs().max())
+        tokens = a.argmax(dim=1)
+    assert grouped.enc.size(0) == 3  # three sentences left, one copy each

@@ -103,19 +103,17 @@ class DecoderState:
         self.hiddens = [h.index_select(0, rows) for h in self.hiddens]
         self.cells = [c.index_select(0, rows) for c in self.cells]
         self.feed = self.feed.index_select(0, rows)
-        if sentences_changed and self.group:  # rows stay in blocks of `group`, one block per sentence kept
-            kept = torch.div(rows[::self.group], self.group, rounding_mode="trunc")
-            self.enc = self.enc.index_select(0, kept)
-            if self.mask is not None:
-                self.mask = self.mask.index_select(0, kept)
-                if not self.mask.any():
-                    self.mask = None
-        elif sentences_changed:
-            self.enc = self.enc.index_select(1, rows)
-            if self.mask is not None:
-                self.mask = self.mask.index_select(1, rows)
-                if not self.mask.any():
-                    self.mask = None
+        if not sentences_changed:
+            return
+        if self.group:  # rows stay in blocks of `group`, one block per sentence kept
+            dim, index = 0, torch.div(rows[::self.group], self.group, rounding_mode="trunc")
+        else:
+            dim, index = 1, rows
+        self.enc = self.enc.index_select(dim, index)
+        if self.mask is not None:
+            self.mask = self.mask.index_select(dim, index)
+            if not self.mask.any():
+                self.mask = None
 
 
 class LSTMNet:

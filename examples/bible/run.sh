@@ -47,7 +47,7 @@ case "$preset" in
     KD=(--kd-alpha 0.5) KD_STORE=8; EVAL=(--speed-sentences 5)
     DISTILL=(--max-tokens 6000 --max-len-a 1.2 --max-len-b 10) ;;
   demo)
-    # Chosen on the validation split (README, "Choosing the demo"): a 1x256 teacher (3.0M parameters) far
+    # Chosen on the validation split (docs/demo_design.md): a 1x256 teacher (3.0M parameters) far
     # above 1x128 students (1.1M) in every seed; Word-KD from the teacher's top 64, stored once per corpus; small batches (many updates for a small model on one core);
     # training lengths in updates with the learning rate decayed linearly to 0 (same budget whatever the corpus).
     PREPARE=(--max-words 16 --train-size 7000 --valid-size 250 --test-size 250 --vocab-size 2000)

@@ -41,7 +41,7 @@ def segments(path):
 
 def need(path):
     if not os.path.isfile(path):
-        raise SeqKDError(f"{path}: no such file (see the recipe's README section for where to get it)")
+        raise SeqKDError(f"{path}: no such file (docs/recipes.md says where to get it)")
     return path
 
 

@@ -241,7 +241,7 @@ def test_with_multi_adds_an_nbest_and_an_mbr_student_on_one_decoding(preset, tmp
     assert (decode.beam, decode.nbest, decode.select, decode.keep, decode.write_kbest) == (8, 8, "top-n", 5, True)
     assert decode.resume and decode.engine == "seqkd" and decode.binarize == str(tmp_path / "data-nbest")
     assert select.input == decode.out_prefix + ".kbest" and select.out_ids
-    assert (select.mode, select.keep, select.mbr_utility) == ("mbr", 5, "chrf")
+    assert (select.mode, select.keep, select.mbr_utility) == ("mbr", 5, "bleu")  # chosen on the validation split
     assert (select.binarize, select.data) == (str(tmp_path / "data-mbr"), str(tmp_path / "data" / "bin"))
     (seqkd,) = [a for a in parse_commands("\n".join(plain)) if getattr(a, "save_dir", "").endswith("/seq-kd")]
     for student, data in ((nbest, decode.binarize), (mbr, select.binarize)):

@@ -437,6 +437,16 @@ def test_speed_ups_are_printed_only_beyond_the_measured_spread(tmp_path):
         "min of its 3 repeated measurements (seqkd-eval's src_words_per_sec_*_spread × the median).")
 
 
+def test_the_footnote_counts_threads_in_words(tmp_path):
+    """One thread is "1 thread", not "1 threads"."""
+    for threads, words in ((1, "1 thread, decoded"), (2, "2 threads, decoded")):
+        rows = [dict(row("Teacher", 15, 17, 19, 0.02), threads=threads), dict(row("Baseline", 6, 7, 33, 0.004),
+                                                                              threads=threads)]
+        cli_main([write_run(tmp_path / f"run{threads}", rows)])
+        with open(tmp_path / f"run{threads}" / "results.md") as f:
+            assert f"on cpu (x86_64), {words} by fairseq;" in f.read()
+
+
 def test_the_footnote_names_the_engine_that_decoded_each_row(tmp_path):
     """seqkd-eval --engine: the speeds (and BLEU runs) of rows decoded by another engine say so, by row."""
     from fairseq_seqkd.report import decoders

@@ -156,7 +156,12 @@ class Forked:
                 for fd, path in ((1, self.out), (2, self.err)):
                     os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
                 sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
-                for signum in ignore:  # as nohup does
+                # The runner's dispositions as a foreground command gets them, whatever started pytest (under
+                # nohup SIGHUP is ignored, in a background job SIGINT: the runner would keep them ignored) ...
+                for signum in (signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(signum, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                for signum in ignore:  # ... then those a test ignores, as nohup does
                     signal.signal(signum, signal.SIG_IGN)
                 main(argv)
                 code = 0

@@ -386,10 +386,11 @@ def single_run_report(run_dir, eval_dir=None, teacher=None, baseline=None, seqkd
     for r in rows:
         by_name.setdefault(r["name"], r)
     runs = {os.path.basename(os.path.normpath(run_dir)): by_name}
+    threads = f"{first['threads']} thread" + ("" if first["threads"] == 1 else "s")
     lines = [title] if title else []
     lines += table(rows, teacher, baseline) + [""] + [
         f"{first['subset']} set, {first['sentences']} sentences; BLEU: sacrebleu ({first['bleu_signature']}); "
-        f"speed: source words/s at batch size 1 on {first['device']}, {first['threads']} thread{'' if first['threads'] == 1 else 's'}, decoded by "
+        f"speed: source words/s at batch size 1 on {first['device']}, {threads}, decoded by "
         f"{decoders(rows)}; ΔK: vs "
         f"{baseline or '(no baseline row)'}; speed-up: greedy words/s vs "
         f"{teacher + ' with beam search' if teacher else '(no teacher row)'}." +

@@ -14,7 +14,7 @@ import pytest
 
 import toydata
 from fairseq_seqkd.errors import SeqKDError, StoppedEarly
-from fairseq_seqkd.workflow import Runner, main, read_plan
+from fairseq_seqkd.workflow import HANDLED, Runner, main, read_plan
 
 
 def write_plan(folder, rows):
@@ -156,11 +156,11 @@ class Forked:
                 for fd, path in ((1, self.out), (2, self.err)):
                     os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
                 sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
-                # The runner's dispositions as a foreground command gets them, whatever started pytest (under
-                # nohup SIGHUP is ignored, in a background job SIGINT: the runner would keep them ignored) ...
-                for signum in (signal.SIGTERM, signal.SIGHUP):
+                # The signals the runner handles start as a foreground command gets them, whatever started
+                # pytest (under nohup SIGHUP is ignored, in a background job SIGINT: the runner would keep them
+                # ignored) ...
+                for signum in HANDLED:
                     signal.signal(signum, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.default_int_handler)
                 for signum in ignore:  # ... then those a test ignores, as nohup does
                     signal.signal(signum, signal.SIG_IGN)
                 main(argv)

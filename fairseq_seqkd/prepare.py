@@ -6,12 +6,17 @@ Writes::
     OUT/raw/{train,valid,test}.{SRC,TGT}    plain text (references for BLEU)
     OUT/raw/{valid,test}.ref1.TGT ...        extra references, same split
     OUT/spm/{SRC,TGT}.model                  one SentencePiece model per side
+    OUT/spm/joint.model                      with --joint-vocab: the one model of both sides (SRC.model and
+                                             TGT.model are then byte-identical copies of it)
     OUT/tok/{train,valid,test}.{SRC,TGT}     subword text (what fairseq sees)
-    OUT/bin/                                 fairseq-preprocess output (the DATA argument)
+    OUT/bin/                                 fairseq-preprocess output (the DATA argument); with
+                                             --joint-vocab dict.SRC.txt and dict.TGT.txt are one
+                                             dictionary of both sides (for --share-all-embeddings)
     OUT/prepare.json                         options and counts, written last
 
 Preparing again with the same options does nothing; with other options it stops (SeqKDError) rather
-than overwrite a corpus that models may have been trained on.
+than overwrite a corpus that models may have been trained on. An option added to seqkd-prepare since OUT
+was prepared counts as having had its default value there.
 """
 
 import dataclasses
@@ -19,6 +24,8 @@ import json
 import logging
 import os
 import random
+import shutil
+import tempfile
 import time
 from typing import List, Optional
 
@@ -53,7 +60,15 @@ class PrepareOptions:
     src_vocab_size: Optional[int] = None
     tgt_vocab_size: Optional[int] = None
     spm_model_type: str = "unigram"
+    joint_vocab: bool = False
     workers: int = 1
+
+
+#: Each option's default (what a prepare.json written before the option existed implies).
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PrepareOptions) if f.default is not dataclasses.MISSING}
+
+#: The SentencePiece model's name (OUT/spm/joint.model) with --joint-vocab.
+JOINT = "joint"
 
 
 def _check_aligned(files):
@@ -108,28 +123,43 @@ def _split(args, texts):
     return out
 
 
-def _train_spm(text_path, prefix, vocab_size, model_type, threads):
+def _train_spm(text_paths, prefix, vocab_size, model_type, threads):
+    """Train PREFIX.model (and PREFIX.vocab) on the text files ``text_paths`` together."""
     import sentencepiece as spm
 
     spm.SentencePieceTrainer.train(
-        input=text_path, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type,
+        input=list(text_paths), model_prefix=prefix, vocab_size=vocab_size, model_type=model_type,
         character_coverage=1.0, hard_vocab_limit=False, num_threads=threads,
         input_sentence_size=2_000_000, shuffle_input_sentence=True, minloglevel=2,
     )
+
+
+def _joint_dictionary(text_paths, path, workers):
+    """One fairseq dictionary of the subword files ``text_paths`` together, saved as ``path``: what
+    fairseq-preprocess --joined-dictionary builds (its defaults: every symbol, padded to a multiple of 8)."""
+    from fairseq.tasks.translation import TranslationTask
+
+    TranslationTask.build_dictionary(text_paths, workers=workers, threshold=0, nwords=-1,
+                                     padding_factor=8).save(path)
+    return path
 
 
 def prepare(args: PrepareOptions):
     """Prepare the corpus (see the module docstring); returns what prepare.json holds."""
     out = args.out
     refuse_broken_link(out, f"--out {out}")
+    if args.joint_vocab and (args.src_vocab_size or args.tgt_vocab_size):
+        flag = "--src-vocab-size" if args.src_vocab_size else "--tgt-vocab-size"
+        raise SeqKDError(f"--joint-vocab has one vocabulary for both sides: give its size with --vocab-size, "
+                         f"not {flag}")
     config = {k: v for k, v in dataclasses.asdict(args).items() if k != "workers"}
     stamp = os.path.join(out, "prepare.json")
     if os.path.exists(stamp):
         with open(stamp, encoding="utf-8") as f:
             done = json.load(f)
-        if done.get("config") != config:
-            changed = sorted(k for k in set(config) | set(done.get("config", {}))
-                             if config.get(k) != done.get("config", {}).get(k))
+        recorded = {**{k: v for k, v in _DEFAULTS.items() if k in config}, **done.get("config", {})}
+        if recorded != config:
+            changed = sorted(k for k in set(config) | set(recorded) if config.get(k) != recorded.get(k))
             raise SeqKDError(f"{out} was prepared with other options ({', '.join(changed)}); "
                              f"use another --out or remove it")
         logger.info("%s is already prepared (%s): nothing to do", out, stamp)
@@ -165,10 +195,25 @@ def prepare(args: PrepareOptions):
     import sentencepiece as spm
 
     vocab = {"src": args.src_vocab_size or args.vocab_size, "tgt": args.tgt_vocab_size or args.vocab_size}
+    if args.joint_vocab:
+        # one model of both sides' training text, copied as SRC.model and TGT.model for every reader of those
+        t0 = time.time()
+        prefix = os.path.join(spm_dir, JOINT)
+        _train_spm([os.path.join(raw, f"train.{lang[side]}") for side in ("src", "tgt")], prefix, args.vocab_size,
+                   args.spm_model_type, args.workers)
+        for side in ("src", "tgt"):
+            for ext in (".model", ".vocab"):
+                copy = os.path.join(spm_dir, lang[side] + ext)
+                if copy != prefix + ext:
+                    shutil.copyfile(prefix + ext, copy)
+        logger.info("sentencepiece %s (%s and %s): trained in %.1fs", JOINT, args.src_lang, args.tgt_lang,
+                    time.time() - t0)
     for side in ("src", "tgt"):
         t0 = time.time()
         prefix = os.path.join(spm_dir, lang[side])
-        _train_spm(os.path.join(raw, f"train.{lang[side]}"), prefix, vocab[side], args.spm_model_type, args.workers)
+        if not args.joint_vocab:
+            _train_spm([os.path.join(raw, f"train.{lang[side]}")], prefix, vocab[side], args.spm_model_type,
+                       args.workers)
         model = spm.SentencePieceProcessor(model_file=prefix + ".model")
         for split, streams in splits.items():
             pieces = model.encode(streams[side], out_type=str)
@@ -176,9 +221,16 @@ def prepare(args: PrepareOptions):
         logger.info("sentencepiece %s: %d pieces (%.1fs)", lang[side], model.get_piece_size(), time.time() - t0)
 
     t0 = time.time()
-    # replaces a leftover of an interrupted run (prepare.json was never written)
-    binarize(bin_dir, args.src_lang, args.tgt_lang, os.path.join(tok, "train"), os.path.join(tok, "valid"),
-             os.path.join(tok, "test"), workers=args.workers)
+    # the joint dictionary's file is a scratch copy outside OUT (fairseq-preprocess saves it as bin/dict.*.txt)
+    with tempfile.TemporaryDirectory(prefix="seqkd-prepare-") as scratch:
+        dicts = {}
+        if args.joint_vocab:
+            dicts["srcdict"] = dicts["tgtdict"] = _joint_dictionary(
+                [os.path.join(tok, f"train.{lang[side]}") for side in ("src", "tgt")],
+                os.path.join(scratch, "dict.txt"), args.workers)
+        # replaces a leftover of an interrupted run (prepare.json was never written)
+        binarize(bin_dir, args.src_lang, args.tgt_lang, os.path.join(tok, "train"), os.path.join(tok, "valid"),
+                 os.path.join(tok, "test"), workers=args.workers, **dicts)
     logger.info("binarized into %s (%.1fs)", bin_dir, time.time() - t0)
     done = {"config": config, "pairs": counts, "data": bin_dir, "seconds": round(time.time() - start, 1)}
     atomic_write_lines(stamp, [json.dumps(done, indent=2)])

@@ -29,12 +29,16 @@ def corpus(tmp_path_factory):
     return files
 
 
-def args_for(corpus, out, *extra):
-    return options_of([
+def _argv(corpus, out, *extra):
+    return [
         "--src-file", corpus["src"], "--tgt-file", corpus["tgt"], "--src-lang", "xx", "--tgt-lang", "yy",
         "--extra-ref", corpus["ref"], "--ids", corpus["ids"], "--out", str(out),
         "--valid-size", "20", "--test-size", "30", "--vocab-size", "40", "--workers", "1", *extra,
-    ])
+    ]
+
+
+def args_for(corpus, out, *extra):
+    return options_of(_argv(corpus, out, *extra))
 
 
 def options_of(argv):
@@ -135,6 +139,95 @@ def test_bad_inputs_one_line_error_and_nothing_written(corpus, tmp_path):
     proc = toydata.run_cli(["seqkd-prepare", *cases[2][0], *base, "--out", str(tmp_path / "cli")], check=False)
     toydata.assert_one_line_error(proc, "empty.yy:42: empty line")  # the script: the same error, one line
     assert not (tmp_path / "cli" / "prepare.json").exists()
+
+
+@pytest.fixture(scope="module")
+def joint(corpus, tmp_path_factory):
+    """The toy corpus prepared with --joint-vocab (source words sN, target words tN: few subwords in common)."""
+    out = tmp_path_factory.mktemp("joint")
+    prepare(args_for(corpus, out, "--joint-vocab"))
+    return out
+
+
+def test_joint_vocab_one_model_and_one_dictionary_of_both_sides(joint, prepared):
+    spm_dir, bin_dir = joint / "spm", joint / "bin"
+    models = {(spm_dir / f"{name}.model").read_bytes() for name in ("joint", "xx", "yy")}
+    assert len(models) == 1  # one model: SRC.model and TGT.model are copies of joint.model
+    assert not (prepared / "spm" / "joint.model").exists()  # only with --joint-vocab
+    assert (bin_dir / "dict.xx.txt").read_bytes() == (bin_dir / "dict.yy.txt").read_bytes()
+    symbols = {line.split()[0] for line in lines(bin_dir / "dict.xx.txt")}
+    seen = {lang: {t for line in lines(joint / "tok" / f"train.{lang}") for t in line.split()} for lang in ("xx", "yy")}
+    assert seen["xx"] <= symbols and seen["yy"] <= symbols
+    # subwords of one side only, both in the one dictionary (per-side dictionaries each lack the other's)
+    assert seen["xx"] - seen["yy"] and seen["yy"] - seen["xx"]
+    per_side = {lang: {line.split()[0] for line in lines(prepared / "bin" / f"dict.{lang}.txt")} for lang in ("xx", "yy")}
+    assert not per_side["xx"] >= seen["yy"] and not per_side["yy"] >= seen["xx"]
+    import json
+
+    assert json.loads((joint / "prepare.json").read_text())["config"]["joint_vocab"] is True
+
+
+def test_joint_vocab_binarized_data_decodes_back_to_the_subword_text(joint):
+    import sentencepiece as spm
+    from fairseq.data import Dictionary, data_utils
+
+    sp = spm.SentencePieceProcessor(model_file=str(joint / "spm" / "joint.model"))
+    for split in ("train", "test"):
+        for lang in ("xx", "yy"):
+            d = Dictionary.load(str(joint / "bin" / f"dict.{lang}.txt"))
+            ds = data_utils.load_indexed_dataset(str(joint / "bin" / f"{split}.xx-yy.{lang}"), d)
+            tok = lines(joint / "tok" / f"{split}.{lang}")
+            assert len(ds) == len(tok) and [d.string(ds[i]) for i in range(len(ds))] == tok
+            assert [sp.decode(t.split()) for t in tok] == lines(joint / "raw" / f"{split}.{lang}")
+
+
+def test_joint_vocab_is_what_lets_a_transformer_share_all_embeddings(joint, prepared, tmp_path):
+    shared = ["--arch", "transformer", "--share-all-embeddings", "--encoder-layers", "1", "--decoder-layers", "1",
+              "--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32",
+              "--decoder-ffn-embed-dim", "32", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+              "--max-update", "2", "--cpu"]
+    path = toydata.train(str(joint / "bin"), str(tmp_path / "joint"), shared, max_epoch=1)
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    weights = state["model"]
+    assert state["optimizer_history"][-1]["num_updates"] == 2
+    # one embedding matrix: encoder input, decoder input and output projection are the same tensor
+    assert "decoder.output_projection.weight" not in weights or torch.equal(
+        weights["decoder.output_projection.weight"], weights["encoder.embed_tokens.weight"])
+    assert torch.equal(weights["encoder.embed_tokens.weight"], weights["decoder.embed_tokens.weight"])
+    with pytest.raises(ValueError, match="--share-all-embeddings requires a joined dictionary"):
+        toydata.train(str(prepared / "bin"), str(tmp_path / "per-side"), shared, max_epoch=1)
+
+
+def test_joint_vocab_refusals(corpus, prepared, tmp_path):
+    with pytest.raises(SeqKDError, match=r"^--joint-vocab has one vocabulary .*--vocab-size, not --src-vocab-size$"):
+        prepare(args_for(corpus, tmp_path / "sizes", "--joint-vocab", "--src-vocab-size", "30"))
+    assert not (tmp_path / "sizes").exists()
+    proc = toydata.run_cli(["seqkd-prepare", *[str(a) for a in _argv(corpus, tmp_path / "cli")], "--joint-vocab",
+                            "--tgt-vocab-size", "30"], check=False)
+    toydata.assert_one_line_error(proc, "--joint-vocab has one vocabulary for both sides")
+    assert not (tmp_path / "cli").exists()
+    # an OUT prepared with a vocabulary per side is not turned into a joint one (nor the other way round)
+    before = (prepared / "bin" / "dict.xx.txt").read_bytes()
+    with pytest.raises(SeqKDError, match=r"prepared with other options \(joint_vocab\)"):
+        prepare(args_for(corpus, prepared, "--joint-vocab"))
+    assert (prepared / "bin" / "dict.xx.txt").read_bytes() == before
+
+
+def test_a_stamp_from_before_an_option_existed_counts_as_its_default(joint, corpus, tmp_path):
+    """prepare.json written before --joint-vocab existed (no joint_vocab key): a rerun without the option is a
+    no-op, as before; with it, refused."""
+    import json
+
+    done = json.loads((joint / "prepare.json").read_text())
+    old = tmp_path / "old"
+    old.mkdir()
+    config = {k: v for k, v in done["config"].items() if k != "joint_vocab"}
+    (old / "prepare.json").write_text(json.dumps(dict(done, config=dict(config, out=str(old)))))
+    assert prepare(args_for(corpus, old))["config"] == dict(config, out=str(old))
+    with pytest.raises(SeqKDError, match=r"prepared with other options \(joint_vocab\)"):
+        prepare(args_for(corpus, old, "--joint-vocab"))
 
 
 def test_bible_cleaning_rules():

@@ -6,12 +6,18 @@ corpus already split (add ``--valid-*`` and ``--test-*`` files). Writes::
     OUT/raw/{train,valid,test}.{SRC,TGT}    plain text (references for BLEU)
     OUT/raw/{valid,test}.ref1.TGT ...        extra references (--extra-ref), same split
     OUT/spm/{SRC,TGT}.model                  one SentencePiece model per side
+    OUT/spm/joint.model                      with --joint-vocab: one model of both sides
+                                             (SRC.model and TGT.model are copies of it)
     OUT/tok/{train,valid,test}.{SRC,TGT}     subword text (what fairseq sees)
-    OUT/bin/                                 fairseq-preprocess output (the DATA argument)
+    OUT/bin/                                 fairseq-preprocess output (the DATA argument); with
+                                             --joint-vocab dict.SRC.txt = dict.TGT.txt
     OUT/prepare.json                         options and counts, written last
 
 Rerunning with the same options does nothing; with other options it stops
 rather than overwrite a corpus that models may have been trained on.
+
+--joint-vocab: one SentencePiece model and one fairseq dictionary of both
+sides, so that a Transformer can share them (fairseq-train --share-all-embeddings).
 """
 
 import os
@@ -41,9 +47,15 @@ def get_parser():
     p.add_argument("--max-words", type=int, default=0,
                    help="keep only pairs with at most this many words on both sides (0: all), before splitting")
     p.add_argument("--train-size", type=int, default=0, help="keep at most this many training pairs (0: all)")
-    p.add_argument("--vocab-size", type=int, default=8000, help="SentencePiece vocabulary size of each side")
+    p.add_argument("--vocab-size", type=int, default=8000,
+                   help="SentencePiece vocabulary size of each side (with --joint-vocab: of the joint vocabulary)")
     p.add_argument("--src-vocab-size", type=int, help="source vocabulary size (default: --vocab-size)")
     p.add_argument("--tgt-vocab-size", type=int, help="target vocabulary size (default: --vocab-size)")
+    p.add_argument("--joint-vocab", action="store_true",
+                   help="one SentencePiece model (spm/joint.model, copied as spm/SRC.model and spm/TGT.model) "
+                        "trained on both sides' training text, and one fairseq dictionary of both sides "
+                        "(bin/dict.SRC.txt and bin/dict.TGT.txt identical), as fairseq-train "
+                        "--share-all-embeddings requires; --vocab-size is then the joint size")
     p.add_argument("--spm-model-type", default="unigram", choices=["unigram", "bpe", "char", "word"],
                    help="SentencePiece model type")
     p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import List
 
+import numpy as np
 import torch
 
 from fairseq_seqkd.checkpoints import load_model
@@ -59,9 +60,17 @@ def fixed_batches(task, model, subset, max_tokens=None, batch_size=None, what="m
 
     Only sources go through the model (targets are references), and every sentence is kept: a source longer
     than the model's positions is a SeqKDError naming the sentence, not a sentence silently skipped.
+
+    ``max_tokens`` is fairseq's: a batch's sentences times its largest ``max(source, target)`` length, </s>
+    included. fairseq-generate asserts on a sentence above it and fairseq-train drops it; here each such
+    sentence gets a batch of its own, after the others (in fairseq's order), with one warning naming them,
+    and the others are fairseq-train's batches. Without such sentences the batches are exactly fairseq's.
     """
     from fairseq import utils
 
+    for name, value in (("max-tokens", max_tokens), ("batch-size", batch_size)):
+        if value is not None and value < 1:  # fairseq would read it as no limit
+            raise SeqKDError(f"--{name} {value}: must be at least 1")
     dataset = task.dataset(subset)
     max_source = utils.resolve_max_positions(task.max_positions(), model.max_positions())[0]
     too_long = (dataset.src_sizes > max_source).nonzero()[0]
@@ -70,18 +79,39 @@ def fixed_batches(task, model, subset, max_tokens=None, batch_size=None, what="m
         raise SeqKDError(f"{task.cfg.data}: sentence {i} of {subset} has {dataset.src_sizes[i]} source tokens "
                          f"(with </s>), more than the {what}'s {max_source} positions ({len(too_long)} such "
                          f"sentence(s)); drop or split them before fairseq-preprocess")
-    return task.get_batch_iterator(
-        dataset, max_tokens=max_tokens, max_sentences=batch_size, max_positions=(max_source, sys.maxsize),
-        ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1, num_workers=0,
-        disable_iterator_cache=True,
-    ).frozen_batches
+
+    def batch_iterator(max_tokens, max_sentences):
+        return task.get_batch_iterator(
+            dataset, max_tokens=max_tokens, max_sentences=max_sentences, max_positions=(max_source, sys.maxsize),
+            ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1, num_workers=0,
+            disable_iterator_cache=True,
+        )
+
+    if max_tokens is None or not (dataset.num_tokens_vec(np.arange(len(dataset))) > max_tokens).any():
+        return batch_iterator(max_tokens, batch_size).frozen_batches
+    order = batch_iterator(None, None).frozen_batches[0]  # fairseq's order: one batch of every sentence
+    over = dataset.num_tokens_vec(order) > max_tokens
+    alone = order[over]
+    _warn_alone(task.cfg.data, subset, dataset, alone, max_tokens)
+    batches = dataset.batch_by_size(order[~over], max_tokens=max_tokens, max_sentences=batch_size,
+                                    required_batch_size_multiple=1)
+    return tuple(batches) + tuple(alone[k:k + 1] for k in range(len(alone)))
+
+
+def _warn_alone(data, subset, dataset, alone, max_tokens, shown=10):
+    """One warning naming the sentences over ``max_tokens`` (the first ``shown``, by index) and their lengths."""
+    named = []
+    for i in sorted(alone.tolist())[:shown]:
+        target = f", {dataset.tgt_sizes[i]} target" if dataset.tgt_sizes is not None else ""
+        named.append(f"sentence {i}: {dataset.src_sizes[i]} source{target} tokens")
+    more = f"; {len(alone) - shown} more" if len(alone) > shown else ""
+    logger.warning("%s: %d sentence(s) of %s have more tokens than --max-tokens %d: each gets a batch of its own "
+                   "(%s%s; with </s>)", data, len(alone), subset, max_tokens, "; ".join(named), more)
 
 
 def batches_digest(batches):
     """A digest of fixed batches, their boundaries included: a resumed or merged shard must see the same."""
     import hashlib
-
-    import numpy as np
 
     return hashlib.sha1(b"".join(np.int64(len(b)).tobytes() + np.asarray(b, dtype=np.int64).tobytes()
                                  for b in batches)).hexdigest()

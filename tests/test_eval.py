@@ -1,6 +1,7 @@
 """seqkd-eval against independent computations (seqkd-report: test_report.py)."""
 
 import json
+import logging
 import math
 import os
 import re
@@ -186,3 +187,36 @@ def test_generator_uses_lenpen_and_max_len(toy_data, toy_model):
     model, _ = generation.load_for_generation(toy_model, task, cpu=True)
     gen = generation.Generator(task, model, beam=3, nbest=2, max_len_a=1.5, max_len_b=7, lenpen=0.25).generator
     assert (gen.beam_size, gen.len_penalty, gen.max_len_a, gen.max_len_b) == (3, 0.25, 1.5, 7)
+
+
+def test_sentences_longer_than_max_tokens_get_a_batch_of_their_own(toy_data, toy_model, tmp_path, caplog):
+    """As seqkd-distill: a sentence above --max-tokens (max(source, reference) tokens with </s>, fairseq's
+    count) is decoded and scored in a batch of its own, with one warning: the results are those of a
+    --max-tokens every sentence fits in."""
+    pairs = toydata.toy_pairs(30, seed=3)
+    pairs[4] = (" ".join(f"s{i}" for i in range(12)), "t0 t1 t2")  # 13 source tokens, 4 target tokens
+    pairs[9] = (" ".join(f"s{i}" for i in range(9)), " ".join(f"t{i}" for i in range(9)))  # 10 and 10: fits
+    pairs[17] = ("s3 s4 s5 s6", " ".join(f"t{i}" for i in range(11)))  # 5 source tokens, 12 target tokens
+    text = tmp_path / "text"
+    text.mkdir()
+    for side, lang in ((0, "src"), (1, "tgt")):
+        (text / f"test.{lang}").write_text("".join(p[side] + "\n" for p in pairs))
+    data = toydata.preprocess(str(text), str(tmp_path / "bin"), splits=("test",), extra=[
+        "--srcdict", os.path.join(toy_data, "dict.src.txt"), "--tgtdict", os.path.join(toy_data, "dict.tgt.txt")])
+    common = [data, "--path", toy_model, "--remove-bpe", "none", "--cpu", "--speed-sentences", "2",
+              "--speed-repeats", "1", "--speed-warmup", "0", "--speed-min-seconds", "0"]
+    caplog.set_level(logging.WARNING)
+    small = eval_main([*common, "--json", str(tmp_path / "small.json"), "--max-tokens", "10",
+                       "--hyps-out", str(tmp_path / "small")])
+    assert (f"{data}: 2 sentence(s) of test have more tokens than --max-tokens 10: each gets a batch of its "
+            f"own (sentence 4: 13 source, 4 target tokens; sentence 17: 5 source, 12 target tokens; "
+            f"with </s>)") in caplog.text
+    caplog.clear()
+    fits = eval_main([*common, "--json", str(tmp_path / "fits.json"), "--hyps-out", str(tmp_path / "fits")])
+    assert "--max-tokens" not in caplog.text
+    for key in ("greedy", "beam"):
+        assert (tmp_path / f"small.{key}").read_text() == (tmp_path / f"fits.{key}").read_text()
+        assert len((tmp_path / f"small.{key}").read_text().split("\n")) == 31
+        assert small[f"bleu_{key}"] == fits[f"bleu_{key}"]
+    assert small["ppl"] == pytest.approx(fits["ppl"], rel=1e-6)
+    assert small["p_yhat"] == pytest.approx(fits["p_yhat"], rel=1e-6)

@@ -230,3 +230,38 @@ def test_fairseq_train_with_store_matches_live_teacher(store, toy_data, toy_mode
     state = torch.load(str(tmp_path / "more" / "checkpoint_last.pt"), weights_only=False)
     assert state["extra_state"]["val_loss"] < float(valid[0][0]) < after_one["extra_state"]["val_loss"]  # it learns
     assert state["criterion"] is None
+
+
+def test_sentences_longer_than_max_tokens_get_a_batch_of_their_own(toy_data, toy_model, tmp_path, caplog):
+    """As seqkd-distill: a sentence above --max-tokens (max(source, target) tokens with </s>, fairseq's count)
+    is computed in a batch of its own, with one warning; the store holds every sentence's top k (oracle: the
+    teacher run on each sentence alone)."""
+    pairs = toydata.toy_pairs(30, seed=3)
+    pairs[4] = (" ".join(f"s{i}" for i in range(12)), "t0 t1 t2")  # 13 source tokens, 4 target tokens
+    pairs[9] = (" ".join(f"s{i}" for i in range(9)), " ".join(f"t{i}" for i in range(9)))  # 10 and 10: fits
+    pairs[17] = ("s3 s4 s5 s6", " ".join(f"t{i}" for i in range(11)))  # 5 source tokens, 12 target tokens
+    text = tmp_path / "text"
+    text.mkdir()
+    for side, lang in ((0, "src"), (1, "tgt")):
+        (text / f"train.{lang}").write_text("".join(p[side] + "\n" for p in pairs))
+    data = toydata.preprocess(str(text), str(tmp_path / "bin"), splits=("train",), extra=[
+        "--srcdict", os.path.join(toy_data, "dict.src.txt"), "--tgtdict", os.path.join(toy_data, "dict.tgt.txt")])
+    caplog.set_level(logging.WARNING)
+    out = tmp_path / "train.top5"
+    header = topk_main([data, "--path", toy_model, "--out", str(out), "--k", str(K), "--max-tokens", "10", "--cpu"])
+    assert (f"{data}: 2 sentence(s) of train have more tokens than --max-tokens 10: each gets a batch of its "
+            f"own (sentence 4: 13 source, 4 target tokens; sentence 17: 5 source, 12 target tokens; "
+            f"with </s>)") in caplog.text
+    task = load_task(data)
+    task.load_dataset("train")
+    ds = task.dataset("train")
+    assert header["sentences"] == 30 and header["target_tokens"] == int(ds.tgt_sizes.sum())
+    s = TopKStore.open(str(out))
+    assert np.array_equal(np.diff(s.offsets), ds.tgt_sizes)
+    teacher = FrozenTeacher.load(toy_model, task)
+    for sid in range(30):
+        lprobs = torch.log_softmax(teacher.logits(ds.collater([ds[sid]])["net_input"])[0].float(), dim=-1)
+        values, ids = s.gather([sid], [ds.tgt_sizes[sid]])
+        expected = lprobs.topk(K, dim=-1)
+        torch.testing.assert_close(torch.from_numpy(values.astype(np.float32)), expected.values, rtol=1e-3, atol=2e-3)
+        assert np.array_equal(ids.astype(np.int64), expected.indices.numpy())

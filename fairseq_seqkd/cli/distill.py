@@ -76,7 +76,7 @@ def get_parser():
     p.add_argument("--remove-bpe", choices=REMOVE_BPE, default="sentencepiece",
                    help="subword removal before sentence BLEU or chrF (seq-inter, mbr)")
     p.add_argument("--write-kbest", action="store_true", help="also write all --nbest hypotheses to OUT.kbest")
-    p.add_argument("--max-tokens", type=int, default=None, help="batch size in source tokens")
+    p.add_argument("--max-tokens", type=int, default=None, help="batch size in tokens: sentences x the longest max(source, target) length, </s> included (fairseq's count); a longer sentence gets a batch of its own")
     p.add_argument("--batch-size", type=int, default=None, help="batch size in sentences")
     p.add_argument("--max-len-a", type=float, default=0, help="output length limit: a * source length + b")
     p.add_argument("--max-len-b", type=int, default=200, help="output length limit: a * source length + b")

@@ -43,7 +43,7 @@ def get_parser():
     p.add_argument("--refs", help="reference text, one line per sentence (default: the subset's targets, "
                                   "detokenized with --remove-bpe)")
     p.add_argument("--extra-refs", nargs="*", default=[], help="more references for multi-reference BLEU")
-    p.add_argument("--max-tokens", type=int, default=4000, help="batch size of the BLEU runs")
+    p.add_argument("--max-tokens", type=int, default=4000, help="batch size of the BLEU runs in tokens (fairseq's count; a longer sentence gets a batch of its own)")
     p.add_argument("--max-len-a", type=float, default=0)
     p.add_argument("--max-len-b", type=int, default=200)
     p.add_argument("--hyps-out", help="write the detokenized greedy and beam outputs to this prefix (.greedy/.beam)")

@@ -30,7 +30,7 @@ def get_parser():
     p.add_argument("--subset", default="train", help="the split the student trains on")
     p.add_argument("--source-lang", help="source language (default: inferred from DATA)")
     p.add_argument("--target-lang", help="target language (default: inferred from DATA)")
-    p.add_argument("--max-tokens", type=int, default=None, help="batch size in source tokens")
+    p.add_argument("--max-tokens", type=int, default=None, help="batch size in tokens: sentences x the longest max(source, target) length, </s> included (fairseq's count); a longer sentence gets a batch of its own")
     p.add_argument("--batch-size", type=int, default=None, help="batch size in sentences (default 64)")
     p.add_argument("--num-shards", type=int, default=1, help="split the work into this many shards")
     p.add_argument("--shard-id", type=int, default=0, help="the shard this process computes (0-based)")

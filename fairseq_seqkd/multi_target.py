@@ -14,6 +14,7 @@ are the wrapped split's, so data-loader workers that keep an old copy of the dat
 """
 
 import logging
+import os
 
 import numpy as np
 from fairseq.data import BaseWrapperDataset
@@ -23,30 +24,107 @@ from fairseq_seqkd.errors import SeqKDError
 logger = logging.getLogger(__name__)
 
 
+#: Bytes of an ids file parsed at a time by :func:`read_ids` (its memory beyond the result is a few times this).
+READ_BLOCK = 1 << 18
+#: The most digits a sentence id may have (< 10**18: it fits an int64 with room to spare).
+MAX_DIGITS = 18
+
+
 def read_ids(path, expected, split="train"):
     """The source ids of the ``expected`` pairs of ``split`` from the ids file ``path`` (int64 array);
-    SeqKDError naming the file and line if it is missing or malformed or has another number of lines."""
+    SeqKDError naming the file and line if it is missing or malformed or has another number of lines.
+
+    The file is parsed with numpy, :data:`READ_BLOCK` bytes at a time, into the one array of the result:
+    memory is that array (8 bytes a pair) and a few blocks, not a Python object per line."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        f = open(path, "rb")
     except FileNotFoundError:
         raise SeqKDError(f"{path}: missing: --one-target-per-epoch needs the source id of every {split} pair "
                          f"(seqkd-distill --keep N --binarize DIR writes DIR/train.ids)") from None
     except OSError as e:
         raise SeqKDError(f"{path}: {e.strerror.lower()}") from None
-    lines = raw.split(b"\n")
-    if lines[-1]:
-        raise SeqKDError(f"{path}:{len(lines)}: truncated: the last line has no newline")
-    lines.pop()
-    for number, line in enumerate(lines, 1):
-        if not line.isdigit():
-            text = line.decode("utf-8", "replace")
-            raise SeqKDError(f"{path}:{number}: {text[:40]!r} is not a sentence id (a number >= 0)")
-    if len(lines) < expected:
-        raise SeqKDError(f"{path}:{len(lines) + 1}: missing: {len(lines)} ids for the {expected} pairs of {split}")
-    if len(lines) > expected:
+    try:
+        with f:
+            return _parse_ids(f, path, expected, split)
+    except OSError as e:
+        raise SeqKDError(f"{path}: {e.strerror.lower()}") from None
+
+
+def _parse_ids(f, path, expected, split):
+    f.seek(0, os.SEEK_END)
+    if f.tell():
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b"\n":
+            f.seek(0)
+            lines = 1 + sum(block.count(b"\n") for block in iter(lambda: f.read(READ_BLOCK), b""))
+            raise SeqKDError(f"{path}:{lines}: truncated: the last line has no newline")
+    f.seek(0)
+    ids = np.empty(expected, dtype=np.int64)
+    lines, carry = 0, b""  # lines parsed; the bytes of the next line read so far
+    for block in iter(lambda: f.read(READ_BLOCK), b""):
+        data = carry + block if carry else block
+        cut = data.rfind(b"\n") + 1
+        carry = data[cut:]
+        if cut:
+            values = _parse_lines(np.frombuffer(data, dtype=np.uint8, count=cut), path, lines)
+            stored = max(0, min(len(values), expected - lines))
+            ids[lines:lines + stored] = values[:stored]
+            lines += len(values)
+        if len(carry) > MAX_DIGITS:  # malformed already: name it without reading all of it
+            _malformed(path, lines + 1, *_rest_of_line(f, carry))
+    if carry:  # the file grew while being read
+        raise SeqKDError(f"{path}:{lines + 1}: truncated: the last line has no newline")
+    if lines < expected:
+        raise SeqKDError(f"{path}:{lines + 1}: missing: {lines} ids for the {expected} pairs of {split}")
+    if lines > expected:
         raise SeqKDError(f"{path}:{expected + 1}: more ids than the {expected} pairs of {split}")
-    return np.array(lines).astype(np.int64) if lines else np.zeros(0, np.int64)
+    return ids
+
+
+def _parse_lines(block, path, before):
+    """The numbers of ``block`` (uint8, whole lines, the last ending with a newline), lines ``before`` + 1, ...
+    of ``path``; SeqKDError naming the first line that is not a number of 1 to MAX_DIGITS digits."""
+    ends = np.flatnonzero(block == 10)
+    starts = np.empty_like(ends)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
+    lengths = ends - starts
+    digits = block - np.uint8(48)  # wraps around below b"0": a byte is a digit iff this is < 10
+    bad = (lengths == 0) | (lengths > MAX_DIGITS)
+    bad[np.searchsorted(ends, np.flatnonzero((digits >= 10) & (block != 10)))] = True  # a line's end follows
+    if bad.any():
+        first = int(np.argmax(bad))
+        _malformed(path, before + first + 1, block[starts[first]:ends[first]].tobytes(), None)
+    values = np.zeros(len(ends), dtype=np.int64)
+    scale, shortest = 1, int(lengths.min())
+    for place in range(1, int(lengths.max()) + 1):  # the last digit of every line, then the one before, ...
+        rows = slice(None) if place <= shortest else np.flatnonzero(lengths >= place)
+        values[rows] += digits[ends[rows] - place].astype(np.int64) * scale
+        scale *= 10
+    return values
+
+
+def _rest_of_line(f, head):
+    """The first bytes (enough for 40 characters) of a line of which ``head`` (no newline) was read, and
+    whether the whole line is digits; reads ``f`` up to the line's end."""
+    digits = head.isdigit()
+    head = head[:160]
+    for block in iter(lambda: f.read(READ_BLOCK), b""):
+        end = block.find(b"\n")
+        part = block if end < 0 else block[:end]
+        digits = digits and (not part or part.isdigit())
+        head += part[:160 - len(head)]
+        if end >= 0:
+            break
+    return head, digits
+
+
+def _malformed(path, number, line, digits):
+    """SeqKDError for line ``number`` of ``path`` (its bytes, or its first bytes; ``digits``: whether the whole
+    line is digits, None: ``line`` is all of it)."""
+    text = line.decode("utf-8", "replace")
+    if line.isdigit() if digits is None else digits:
+        raise SeqKDError(f"{path}:{number}: {text[:40]!r} is too large for a sentence id")
+    raise SeqKDError(f"{path}:{number}: {text[:40]!r} is not a sentence id (a number >= 0)")
 
 
 class OneTargetPerSource(BaseWrapperDataset):

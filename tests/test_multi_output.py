@@ -347,3 +347,112 @@ def test_bad_ids_files_are_one_line_errors(mbr3, tmp_path):
         assert re.search(message, str(e.value)), str(e.value)
     with pytest.raises(SystemExit, match="^error: --one-target-per-epoch draws other pairs every epoch"):
         train_task(folder, "--one-target-per-epoch", "--same-batches-every-epoch")
+
+
+def test_one_target_per_epoch_with_topk_store(mbr3, toy_model, tmp_path, caplog):
+    """word_kd --kd-topk-store with --one-target-per-epoch (issue 33): the store, built by seqkd-topk over every
+    pair of the split, is read at each batch's own pairs (a pair keeps its line number as its id), so the loss
+    of a batch of epoch 1's pairs is the live teacher's top-k loss on that batch, and a fairseq-train run with
+    both options logs the live teacher's losses update by update."""
+    import logging
+
+    import torch
+
+    import toydata
+    from fairseq_seqkd.cli.topk import main as topk_main
+    from fairseq_seqkd.criterions.word_kd import WordKDCriterion
+    from kd_helpers import criterion, fresh_student
+
+    folder = str(mbr3.parent / "bin")
+    store = str(tmp_path / "train.top5")
+    assert topk_main([folder, "--path", toy_model, "--out", store, "--k", "5", "--batch-size", "64", "--cpu"])[
+        "sentences"] == 300
+    task = train_task(folder, "--one-target-per-epoch", "--seed", "5")
+    itr = task.get_batch_iterator(task.dataset("train"), max_tokens=400, seed=5, epoch=1, max_positions=(1024, 1024))
+    sample = next(itr.next_epoch_itr(shuffle=True))
+    ids = sample["id"].tolist()
+    tgt = lines(folder + "/../valid.mbr.tgt")
+    assert any(i % 3 for i in ids)  # pairs other than the first of their source ...
+    assert any(tgt[i] != tgt[i - i % 3] for i in ids)  # ... whose targets differ from the first's
+    student = fresh_student(task).train()
+    stored = WordKDCriterion(task, "", 0.5, 2.0, 0, False, kd_topk_store=store)
+    live = criterion(task, toy_model, 0.5, 2.0, 5)
+    torch.manual_seed(0)
+    got, _, log = stored(student, sample)
+    torch.manual_seed(0)
+    expected, _, live_log = live(student, sample)
+    assert float(log["nll_loss"]) == float(live_log["nll_loss"])
+    torch.testing.assert_close(got, expected, rtol=2e-4, atol=0)
+    assert float(log["kd_loss"]) == pytest.approx(float(live_log["kd_loss"]), rel=2e-4)
+    # stock fairseq-train, 3 updates: the same batches (one pair per source) and losses as the live teacher's
+    caplog.set_level(logging.INFO)
+    common = ["--criterion", "word_kd", "--kd-temperature", "2", "--log-interval", "1", "--max-update", "3",
+              "--one-target-per-epoch", "--no-save", "--batch-size", "10", "--max-tokens", "100000"]
+    losses = {}
+    for name, extra in (("live", ["--teacher-path", toy_model, "--kd-topk", "5"]),
+                        ("store", ["--kd-topk-store", store])):
+        caplog.clear()
+        toydata.train(folder, str(tmp_path / name), [*common, *extra], max_epoch=1)
+        found = re.findall(r"epoch 001:\s+(\d) / (\d+) loss=([0-9.]+), nll_loss=([0-9.]+), kd_loss=([0-9.]+)",
+                           caplog.text)
+        assert [u for u, *_ in found] == ["1", "2", "3"], caplog.text[-2000:]
+        assert {n for _, n, *_ in found} == {"10"}  # 100 pairs a epoch (one per source) in batches of 10
+        losses[name] = [float(x) for *_, loss, nll, kd in found for x in (loss, nll, kd)]
+    assert losses["store"] == pytest.approx(losses["live"], abs=2e-3)
+
+
+def test_read_ids_memory_does_not_grow_with_python_objects_per_line(tmp_path):
+    """read_ids (issue 33): a 1M-line ids file is read with about the memory of its int64 result (8 MB), not
+    one Python object per line (~60 MB before); values equal int() of every line; a malformed line is named by
+    its line number and text wherever it falls, also across the boundaries of the blocks it is read in."""
+    import tracemalloc
+
+    import numpy as np
+
+    from fairseq_seqkd import multi_target
+    from fairseq_seqkd.multi_target import read_ids
+
+    n = 1_000_000
+    rng = np.random.default_rng(0)
+    values = np.sort(rng.integers(0, 10**12, n // 4)).repeat(4)  # up to 12 digits, 4 pairs a source
+    values[:8] = [0, 0, 7, 10, 99, 100, 10**17 - 1, 123456789012345678 % 10**18]  # edge values, 18 digits
+    text = "".join(f"{v}\n" for v in values.tolist())
+    text = "0007\n" + text[text.index("\n") + 1:]  # leading zeros: still the number 7
+    values[0] = 7
+    path = tmp_path / "train.ids"
+    path.write_text(text)
+    tracemalloc.start()
+    try:
+        got = read_ids(str(path), n)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got.dtype == np.int64 and np.array_equal(got, values)
+    assert peak < 8 * n + (4 << 20), peak  # the result and a few MB of blocks
+    # a malformed line at the start, in the middle, at the end, and straddling each of the first blocks
+    data = text.encode()
+    starts = [0, *(i + 1 for i, c in enumerate(data) if c == 10)][:-1]
+    # the line holding byte 30 before the end of block k (~13 bytes a line: it starts 30 to 43 bytes before)
+    boundary = [int(np.searchsorted(starts, k * multi_target.READ_BLOCK - 30, "right")) for k in range(1, 9)]
+    lines_ = text.split("\n")[:-1]
+    long_digits = "9" * (multi_target.READ_BLOCK + 100)
+    for number, bad in ((1, "x"), (n // 2, "12a4"), (n, ""), (boundary[0], "1 2"), (boundary[1], "-5"),
+                        (boundary[2], "12\r"), (n // 3, "9" * 30), (n // 5, "7" * 19), (n // 6, "é" * 50),
+                        (boundary[3], "é" * 50), (boundary[4], "9" * 30 + "x" + "9" * 40), (boundary[5], "9" * 100),
+                        (boundary[6], long_digits + "x"), (boundary[7], long_digits), (3, long_digits + "\r")):
+        broken = lines_[:number - 1] + [bad] + lines_[number:]
+        path.write_text("\n".join(broken) + "\n")
+        problem = "is too large for a sentence id" if bad.isdigit() else r"is not a sentence id \(a number >= 0\)"
+        with pytest.raises(SeqKDError, match=rf"^{re.escape(str(path))}:{number}: {re.escape(repr(bad[:40]))} "
+                                             rf"{problem}$"):
+            read_ids(str(path), n)
+    path.write_text("1\n" * 3 + "1")
+    with pytest.raises(SeqKDError, match=r"train.ids:4: truncated: the last line has no newline$"):
+        read_ids(str(path), 4)
+    path.write_bytes(b"")
+    assert read_ids(str(path), 0).tolist() == []
+    with pytest.raises(SeqKDError, match=r"train.ids:1: missing: 0 ids for the 2 pairs of train$"):
+        read_ids(str(path), 2)
+    path.write_bytes(b"\n5\n")
+    with pytest.raises(SeqKDError, match=r"train.ids:1: '' is not a sentence id"):
+        read_ids(str(path), 2)

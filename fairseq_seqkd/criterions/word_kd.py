@@ -30,6 +30,7 @@ from fairseq.logging import metrics
 from omegaconf import II
 
 from fairseq_seqkd.errors import SeqKDError, exit_on_error
+from fairseq_seqkd.multi_target import OneTargetPerSource
 from fairseq_seqkd.teacher import FrozenTeacher
 from fairseq_seqkd.textio import file_sha256
 from fairseq_seqkd.topk_store import TopKStore, dictionary_digest
@@ -189,11 +190,17 @@ class WordKDCriterion(FairseqCriterion):
         return top_values, top_index
 
     def _check_split(self):
-        """Refuse a store built for another split than the one being trained on (once per dataset)."""
+        """Refuse a store built for another split than the one being trained on (once per dataset).
+
+        The store is keyed by a pair's index in the split on disk, which is the ``id`` of its batch row. With
+        ``--one-target-per-epoch`` the training dataset is a :class:`OneTargetPerSource` over that split: its
+        items (and ``id``) are the split's own, only the pairs of an epoch change, so the store built for
+        all N pairs of the split serves every epoch's choice; it is checked against the wrapped split."""
         subset = self.task.cfg.train_subset
         dataset = self.task.dataset(subset)
         if dataset is not self._split_checked:
-            self.store.check_split(dataset.tgt, len(dataset), self.task.cfg.data, subset)
+            pairs = dataset.dataset if isinstance(dataset, OneTargetPerSource) else dataset
+            self.store.check_split(pairs.tgt, len(pairs), self.task.cfg.data, subset)
             self._split_checked = dataset
 
     @classmethod

@@ -23,8 +23,24 @@ _TRAIN_FILE = re.compile(r"^train\d*\.")
 
 def copied_from_data(name):
     """Whether a file of the original data folder goes into the new one: not its training split and extra
-    training shards (they would be loaded beside the new training data), dictionaries or log."""
-    return not (_TRAIN_FILE.match(name) or name.startswith(("dict.", "preprocess.log")))
+    training shards (they would be loaded beside the new training data), dictionaries or log, nor a hidden
+    file (an editor's or a tool's own)."""
+    return not (_TRAIN_FILE.match(name) or name.startswith(("dict.", "preprocess.log", ".")))
+
+
+def data_files_to_copy(folder):
+    """The names of the files of the binarized data folder ``folder`` that a new data folder made from it
+    gets (:func:`copied_from_data`), sorted: its plain files only (a link to a file counts as the file it
+    names). Folders (a top-k store such as ``DATA/topk8``, shard folders left by seqkd-topk) and anything
+    else that is not a file (a broken link, a pipe) are left out: fairseq reads only files of a data
+    folder, at its top level (``SPLIT.SRC-TGT.LANG.{bin,idx}``)."""
+    names, skipped = [], []
+    for name in sorted(os.listdir(folder)):
+        if copied_from_data(name):
+            (names if os.path.isfile(os.path.join(folder, name)) else skipped).append(name)
+    if skipped:
+        logger.info("not copied from %s (not files): %s", folder, ", ".join(skipped))
+    return names
 
 
 def binarize(dest, src_lang, tgt_lang, trainpref, validpref=None, testpref=None, srcdict=None, tgtdict=None,
@@ -32,11 +48,12 @@ def binarize(dest, src_lang, tgt_lang, trainpref, validpref=None, testpref=None,
     """fairseq-preprocess ``trainpref`` (and ``validpref``, ``testpref``) into ``dest``.
 
     With ``srcdict``/``tgtdict`` the given dictionaries are used, else fairseq builds them from the
-    training text. ``copy_from``: a binarized data folder whose files other than the training split and
-    the dictionaries (its valid/test sets; not ``train1.*``, ``train2.*``, ..., which fairseq would load as
-    training data) are copied into ``dest``. Everything is written into a temporary folder that replaces
-    ``dest`` only at the end (:func:`~fairseq_seqkd.textio.atomic_dir`). ``extra_files``: {name in ``dest``:
-    file to copy there} (seqkd-distill's ``train.ids``), copied into the same temporary folder.
+    training text. ``copy_from``: a binarized data folder whose plain files other than the training split
+    and the dictionaries (its valid/test sets; not ``train1.*``, ``train2.*``, ..., which fairseq would load
+    as training data; no folder or hidden file, see :func:`data_files_to_copy`) are copied into ``dest``.
+    Everything is written into a temporary folder that replaces ``dest`` only at the end
+    (:func:`~fairseq_seqkd.textio.atomic_dir`). ``extra_files``: {name in ``dest``: file to copy there}
+    (seqkd-distill's ``train.ids``), copied into the same temporary folder.
     """
     from fairseq import options
     from fairseq_cli import preprocess
@@ -50,9 +67,8 @@ def binarize(dest, src_lang, tgt_lang, trainpref, validpref=None, testpref=None,
                 argv += [flag, value]
         preprocess.main(options.get_preprocessing_parser().parse_args(argv))
         if copy_from:
-            for name in sorted(os.listdir(copy_from)):
-                if copied_from_data(name):
-                    shutil.copy(os.path.join(copy_from, name), staging)
+            for name in data_files_to_copy(copy_from):
+                shutil.copy(os.path.join(copy_from, name), staging)
         for name, path in (extra_files or {}).items():
             shutil.copy(path, os.path.join(staging, name))
     logger.info("binarized into %s (train from %s.{%s,%s}%s)", dest, trainpref, src_lang, tgt_lang,

@@ -258,3 +258,88 @@ def test_seq_inter_with_sentencepiece_subwords(spm_corpus, spm_model, tmp_path):
         assert chosen[i] == table[i].hyps[scores.index(max(scores))][1]
         changed += chosen[i] != table[i].hyps[0][1]
     assert changed > 0
+
+
+def test_binarize_copies_the_data_folders_files_and_skips_its_subfolders(toy_data, toy_model, tmp_path):
+    """A DATA folder holding folders (a top-k store DATA/topk8, a store's leftover shard folder, a link to a
+    folder) besides its files (issue 33): --binarize copies DATA's plain files other than its training split,
+    dictionaries and log (a link to a file as the file it names), and no folder, hidden file or broken link."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(toy_data, data)
+    for folder in ("topk8", "train.top8.shard-0-of-2"):
+        (data / folder).mkdir()
+        (data / folder / "values.fp16").write_bytes(b"\0" * 8)
+    (data / "topk8" / "sub").mkdir()
+    os.symlink(data / "topk8", data / "valid.link")  # a link to a folder
+    os.symlink(data / "nowhere", data / "test.broken")  # a broken link
+    (data / ".valid.swp").write_text("an editor's file\n")
+    (data / "notes.txt").write_text("the user's notes\n")
+    os.symlink(os.path.join(toy_data, "test.src-tgt.src.idx"), data / "test.src-tgt.src.idx.link")
+    prefix = tmp_path / "out" / "valid.kd"
+    assert run(str(data), toy_model, prefix, subset="valid", beam=2, binarize=str(tmp_path / "bin"))["sentences"] == 100
+    copied = sorted(n for n in os.listdir(toy_data) if not n.startswith(("train.", "dict.", "preprocess.log")))
+    assert copied == sorted(f"{split}.src-tgt.{lang}.{ext}" for split in ("valid", "test") for lang in ("src", "tgt")
+                            for ext in ("bin", "idx"))
+    names = sorted(os.listdir(tmp_path / "bin"))
+    assert names == sorted([*copied, "notes.txt", "test.src-tgt.src.idx.link", "dict.src.txt", "dict.tgt.txt",
+                            "preprocess.log", *(f"train.src-tgt.{lang}.{ext}" for lang in ("src", "tgt")
+                                                for ext in ("bin", "idx"))])
+    assert all(os.path.isfile(tmp_path / "bin" / n) and not os.path.islink(tmp_path / "bin" / n) for n in names)
+    for name in copied:
+        assert filecmp.cmp(tmp_path / "bin" / name, os.path.join(toy_data, name), shallow=False)
+    assert filecmp.cmp(tmp_path / "bin" / "test.src-tgt.src.idx.link", os.path.join(toy_data, "test.src-tgt.src.idx"),
+                       shallow=False)
+    assert sorted(os.listdir(tmp_path / "out")) == ["valid.kd.src", "valid.kd.tgt"]  # the journal was removed
+
+
+def test_sentences_longer_than_max_tokens_get_a_batch_of_their_own(toy_data, toy_model, tmp_path):
+    """--max-tokens limits fairseq's padded tokens of a batch, max(source, reference) per sentence with </s>
+    (fairseq-generate asserts on a sentence above it). seqkd-distill keeps every sentence: one above the limit
+    (a long source, or only a long reference) is decoded in a batch of its own, said in one warning, and its
+    output is fairseq-generate's; every other batch keeps within the limit; a sentence at the limit fits."""
+    from fairseq_seqkd import generation
+
+    pairs = toydata.toy_pairs(30, seed=3)
+    pairs[4] = (" ".join(f"s{i}" for i in range(12)), "t0 t1 t2")  # 13 source tokens, 4 target tokens
+    pairs[9] = (" ".join(f"s{i}" for i in range(9)), " ".join(f"t{i}" for i in range(9)))  # 10 and 10: fits
+    pairs[17] = ("s3 s4 s5 s6", " ".join(f"t{i}" for i in range(11)))  # 5 source tokens, 12 target tokens
+    text = tmp_path / "text"
+    text.mkdir()
+    for side, lang in ((0, "src"), (1, "tgt")):
+        (text / f"train.{lang}").write_text("".join(p[side] + "\n" for p in pairs))
+    data = toydata.preprocess(str(text), str(tmp_path / "bin"), splits=("train",), extra=[
+        "--srcdict", os.path.join(toy_data, "dict.src.txt"), "--tgtdict", os.path.join(toy_data, "dict.tgt.txt")])
+    with pytest.raises(AssertionError, match="Sentences lengths should not exceed max_tokens=10"):
+        toydata.generate(data, toy_model, ["--beam", "2", "--max-tokens", "10"], subset="train")
+
+    prefix = tmp_path / "out" / "train.kd"
+    proc = toydata.run_cli(["seqkd-distill", data, "--path", toy_model, "--out-prefix", str(prefix), "--beam", "2",
+                            "--max-tokens", "10", "--cpu"])
+    assert (f"{data}: 2 sentence(s) of train have more tokens than --max-tokens 10: each gets a batch of its "
+            f"own (sentence 4: 13 source, 4 target tokens; sentence 17: 5 source, 12 target tokens; "
+            f"with </s>)") in proc.stdout
+    assert lines(f"{prefix}.src") == [p[0] for p in pairs]
+    best = toydata.hypotheses(toydata.generate(data, toy_model, ["--beam", "2", "--batch-size", "64"], subset="train"))
+    assert lines(f"{prefix}.tgt") == [best[i] for i in range(30)]
+    assert sorted(os.listdir(prefix.parent)) == ["train.kd.src", "train.kd.tgt"]
+
+    task = generation.load_split(data, "train")
+    model, _ = generation.load_for_generation(toy_model, task, cpu=True)
+    batches = generation.fixed_batches(task, model, "train", max_tokens=10)
+    ds = task.dataset("train")
+    assert sorted(int(i) for b in batches for i in b) == list(range(30))  # every sentence once
+    assert [b.tolist() for b in batches if 4 in b or 17 in b] == [[17], [4]]  # last, in fairseq's length order
+    assert [b.tolist() for b in batches[-2:]] == [[17], [4]]
+    assert [9] in [b.tolist() for b in batches[:-2]]  # at the limit: fairseq's batching, alone as 2 x 10 > 10
+    for b in batches[:-2]:
+        assert len(b) * max(max(ds.src_sizes[i], ds.tgt_sizes[i]) for i in b) <= 10
+    # the others are fairseq-train's batches for --max-tokens 10 (which drops the sentences above it)
+    from fairseq import utils
+    train = task.get_batch_iterator(ds, max_tokens=10, max_positions=utils.resolve_max_positions(
+        task.max_positions(), model.max_positions(), 10), ignore_invalid_inputs=True, required_batch_size_multiple=1,
+        seed=1, disable_iterator_cache=True).frozen_batches
+    assert [b.tolist() for b in batches[:-2]] == [b.tolist() for b in train]
+    with pytest.raises(SeqKDError, match="^--max-tokens 0: must be at least 1$"):  # not fairseq's "no limit"
+        generation.fixed_batches(task, model, "train", max_tokens=0)

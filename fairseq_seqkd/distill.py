@@ -47,8 +47,21 @@ OUTPUT_OPTIONS = ("data", "path", "subset", "source_lang", "target_lang", "beam"
                   "remove_bpe", "write_kbest", "max_tokens", "batch_size", "max_len_a", "max_len_b",
                   "lenpen", "num_shards", "fp16", "engine", "engine_quantize", "keep", "mbr_utility")
 
-#: The journal format (the header's ``seqkd_distill``); 1 was one line per batch, kept whole in memory.
-JOURNAL_FORMAT = 2
+#: The journal format (the header's ``seqkd_distill``), the newest this version writes and reads: 3, a
+#: journal of ``keep`` > 1 (its sentences hold ``"tgts"``). The reader of format 2 (seqkd-distill before
+#: ``--keep``) accepts exactly 2 and reads ``"tgt"`` of every sentence: a ``keep`` > 1 journal marked 2 made it
+#: fail with a KeyError in the merge, one marked 3 it refuses in one line ("not a seqkd-distill journal (format
+#: 3)"). A ``keep`` 1 journal is the same as before and stays format 2, so journals of either version resume
+#: and merge in the other. 1 was one line per batch, kept whole in memory.
+JOURNAL_FORMAT = 3
+#: The formats this version reads (2 with ``keep`` > 1: written before the bump, upgraded when resumed).
+READABLE_FORMATS = (2, 3)
+
+
+def journal_format(keep):
+    """The format of a journal of ``keep`` outputs per sentence: 2 for one (what every version reads), else
+    :data:`JOURNAL_FORMAT`."""
+    return 2 if keep == 1 else JOURNAL_FORMAT
 
 #: Sentences per block when the merge reads its index (a bounded slice of an on-disk array).
 _INDEX_BLOCK = 1024
@@ -132,9 +145,9 @@ def _sentence_id(raw):
 class ShardJournal:
     """The append-only record of the finished batches of one shard, locked by its one user.
 
-    JSON lines: a header (``{"seqkd_distill": 2, "config": ..., "shard_id": I}``), then for every finished
-    batch one line per sentence (``{"id": ..., "src": ..., "tgt": ...[, "ref": ..., "hyps": ...]}``; with
-    ``keep`` > 1 ``"tgts": [...]``, the kept outputs in order, instead of ``"tgt"``) and a
+    JSON lines: a header (``{"seqkd_distill": F, "config": ..., "shard_id": I}``, F: :func:`journal_format`),
+    then for every finished batch one line per sentence (``{"id": ..., "src": ..., "tgt": ...[, "ref": ...,
+    "hyps": ...]}``; with ``keep`` > 1 ``"tgts": [...]``, the kept outputs in order, instead of ``"tgt"``) and a
     commit line ``{"batch": J, "n": COUNT}``, and ``{"complete": true, "batches": B}`` at the end. Lines
     after the last commit (a kill in the middle of a batch) do not count; a writer cuts them off. In memory
     only the numbers of the finished batches are kept.
@@ -191,8 +204,11 @@ class ShardJournal:
 
     def _check_header(self, record):
         version = record.get("seqkd_distill")
-        if version != JOURNAL_FORMAT:
-            if isinstance(version, int) and version < JOURNAL_FORMAT:
+        if version not in READABLE_FORMATS or not isinstance(version, int):
+            if isinstance(version, int) and version > JOURNAL_FORMAT:
+                raise SeqKDError(f"{self.path}: a journal of a newer seqkd-distill (format {version}); finish it "
+                                 f"with that version, or remove it to start again")
+            if isinstance(version, int) and version < min(READABLE_FORMATS):
                 raise SeqKDError(f"{self.path}: a journal of an older seqkd-distill (format {version}); "
                                  f"finish it with that version, or remove it to start again")
             raise SeqKDError(f"{self.path}: not a seqkd-distill journal (format {version!r})")
@@ -262,8 +278,25 @@ class ShardJournal:
             self.header = header
             return
         check_same_config(self.header["config"], header["config"], self.path)
+        if self.header["seqkd_distill"] != header["seqkd_distill"]:
+            self._upgrade(header["seqkd_distill"])
         self._file.seek(end)
         self._file.truncate()
+
+    def _upgrade(self, version):
+        """Mark the journal (same config, written before its format was bumped) with format ``version``: its
+        header line rewritten in place, the same length (one digit), so nothing after it moves."""
+        self._file.seek(0)
+        raw = self._file.readline()
+        line = (json.dumps(dict(self.header, seqkd_distill=version)) + "\n").encode("utf-8")
+        if len(line) != len(raw) or json.loads(line) != dict(json.loads(raw), seqkd_distill=version):
+            raise self._error(1, f"cannot mark this journal as format {version} in place; finish it with the "
+                                 f"seqkd-distill that started it, or remove it")
+        self._file.seek(0)
+        self._write(line.decode("utf-8"))
+        logger.info("%s: marked as journal format %d (read by this version, not by one before --keep)", self.path,
+                    version)
+        self.header = dict(self.header, seqkd_distill=version)
 
     def _write(self, text):
         self._file.write(text.encode("utf-8"))
@@ -341,7 +374,8 @@ def generate_shard(options: DistillOptions) -> ShardJournal:
     data_info = {"source_lang": task.cfg.source_lang, "target_lang": task.cfg.target_lang,
                  "sentences": len(dataset), "batches": len(batches),
                  "batch_digest": generation.batches_digest(batches)}
-    header = {"seqkd_distill": JOURNAL_FORMAT, "config": _journal_config(options, data_info, teacher_sha256),
+    header = {"seqkd_distill": journal_format(options.keep),
+              "config": _journal_config(options, data_info, teacher_sha256),
               "shard_id": options.shard_id}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     journal = ShardJournal.open(path, create=True)

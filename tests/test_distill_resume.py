@@ -330,3 +330,78 @@ def test_merge_peak_memory_does_not_grow_with_the_corpus(tmp_path):
     sys.stderr.write(f"merge peak (tracemalloc): {small / 1024:.0f} KiB at 3000 sentences, {large / 1024:.0f} KiB at "
                      f"12000: {large / small:.2f}x\n")
     assert large < 1.25 * small
+
+
+# 8. journal formats: what needs the newer reader says so to an older one
+
+def format_2_reader(header):
+    """The header check of the seqkd-distill that wrote and read only format 2 (before --keep, commit 1431df3^):
+    its merge reads ``"tgt"`` of every sentence line, so it must refuse a --keep > 1 journal here."""
+    version = header.get("seqkd_distill")
+    if version != 2:
+        if isinstance(version, int) and version < 2:
+            return f"a journal of an older seqkd-distill (format {version})"
+        return f"not a seqkd-distill journal (format {version!r})"
+    return None
+
+
+def test_keep_journals_carry_a_format_the_older_reader_refuses(toy_data, toy_model, tmp_path):
+    """--keep > 1 journals ("tgts" lines) are format 3, refused in one line by the format-2 reader (which
+    failed with a KeyError on them); --keep 1 journals stay format 2, readable by it; both resume here."""
+    import json
+
+    for keep, fmt in ((3, 3), (1, 2)):
+        prefix = tmp_path / f"keep{keep}" / "valid.kd"
+        options = dict(subset="valid", nbest=3, select="top-n", keep=keep, remove_bpe="none")
+        with pytest.raises(StoppedEarly):
+            run(toy_data, toy_model, prefix, stop_after_batches=1, **options)
+        header = json.loads(lines(journal_path(str(prefix), 0, 1))[0])
+        assert header["seqkd_distill"] == fmt and header["config"].get("keep", 1) == keep
+        assert format_2_reader(header) == (None if keep == 1 else "not a seqkd-distill journal (format 3)")
+        assert run(toy_data, toy_model, prefix, resume=True, **options)["sentences"] == 100
+        assert len(lines(f"{prefix}.tgt")) == 100 * keep and os.path.exists(f"{prefix}.ids") == (keep > 1)
+
+
+def test_keep_journals_of_format_2_still_merge_and_resume_as_format_3(tmp_path):
+    """Journals written with --keep > 1 before the bump (format 2, "tgts") are merged as before; resumed, their
+    header becomes format 3 in place (nothing else changes), so the older reader refuses them too."""
+    import json
+
+    from fairseq_seqkd.distill import journal_format
+
+    assert (journal_format(1), journal_format(2), journal_format(5), JOURNAL_FORMAT) == (2, 3, 3, 3)
+    config = dict(journal_config("/data", 60, 1), keep=2)
+    recs = [dict(record(sid, 0)) for sid in range(60)]
+    for rec in recs:
+        rec["tgts"] = [rec.pop("tgt"), f"t{rec['id'] % 5}"]
+    path = journal_path(str(tmp_path / "o"), 0, 1)
+    with open(path, "w") as f:  # as the --keep version before the bump wrote it
+        f.write(json.dumps({"seqkd_distill": 2, "config": config, "shard_id": 0}) + "\n")
+        for j in range(2):
+            f.writelines(json.dumps(rec, ensure_ascii=False) + "\n" for rec in recs[30 * j:30 * j + 30])
+            f.write(json.dumps({"batch": j, "n": 30}) + "\n")
+    before = open(path, "rb").read()
+    journal = ShardJournal.open(path)
+    journal.resume({"seqkd_distill": 3, "config": config, "shard_id": 0})
+    journal.finish()
+    journal.close()
+    after = open(path, "rb").read()
+    first = before.index(b"\n")
+    assert after[:first] == before[:first].replace(b'{"seqkd_distill": 2, ', b'{"seqkd_distill": 3, ', 1)
+    assert after[first:] == before[first:] + b'{"complete": true, "batches": 2}\n'
+    assert format_2_reader(json.loads(after[:first])) == "not a seqkd-distill journal (format 3)"
+    merge(tmp_path / "o", 1)
+    assert lines(tmp_path / "o.tgt") == [t for rec in recs for t in rec["tgts"]]
+    assert lines(tmp_path / "o.src") == [rec["src"] for rec in recs for _ in range(2)]
+    assert lines(tmp_path / "o.ids") == [str(i) for i in range(60) for _ in range(2)]
+    # a pre-bump journal merged without resuming (format 2 left as it is)
+    open(path, "wb").write(before + b'{"complete": true, "batches": 2}\n')
+    merge(tmp_path / "o", 1)
+    assert lines(tmp_path / "o.tgt") == [t for rec in recs for t in rec["tgts"]]
+    for version, message in ((4, "a journal of a newer seqkd-distill (format 4); finish it with that version, or "
+                                 "remove it to start again"), (1, "a journal of an older seqkd-distill (format 1)"),
+                             ("3", "not a seqkd-distill journal (format '3')")):
+        open(path, "w").write(json.dumps({"seqkd_distill": version, "config": config, "shard_id": 0}) + "\n"
+                              + '{"complete": true, "batches": 0}\n')
+        with pytest.raises(SeqKDError, match=f"^{re.escape(path)}: {re.escape(message)}"):
+            merge(tmp_path / "o", 1)

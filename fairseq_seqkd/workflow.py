@@ -36,6 +36,21 @@ refuses with one line naming the processes to wait for or stop. ``--new-plan FIL
 FILE only once the lock is held, so a recipe started twice never rewrites the plan of a run in progress.
 Signals ignored when the runner starts (``nohup``: SIGHUP) stay ignored. Exit status: 0 every step done,
 1 a failing step or an error, 3 a step stopped early on purpose, 128 + N stopped by signal N.
+
+What a run cost, in a unit that does not move with the machine. Machines differ by up to 2x in speed, so a
+run's wall time alone cannot be compared from one machine to the next. When every step is done, the last
+line gives, beside the wall time, the CPU time of the steps (user + system of each step's whole process
+tree: the rusage of its reaped process, which includes every descendant it waited for; a process a step
+leaves running in the background is not counted) and the critical path: the longest chain of dependent
+steps (``AFTER``), in the measured wall seconds of the steps run by this invocation (a step done before it
+counts 0 s). With ``--unit-step NAME`` (the recipes: ``train teacher``), each figure is also given as a
+multiple of that step's duration in the same run, if it ran in this invocation (otherwise the absolute
+figures only)::
+
+    18:22  wall 1102 s (2.6x 'train teacher': 427 s); steps' CPU 1985 s (4.6x); critical path 905 s (2.1x):
+    train teacher -> train.seqkd data -> train seq-kd -> eval seq-kd; all 18 steps done
+
+(one line). ``--timings`` gets the same line, as a comment (``# ...``), after the steps' own lines.
 """
 
 import argparse
@@ -47,7 +62,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import List
+from typing import Dict, List, Optional
 
 from fairseq_seqkd.textio import pid_running
 from fairseq_seqkd.errors import EXIT_STOPPED, SeqKDError, StoppedEarly, exit_on_error
@@ -79,6 +94,60 @@ class Interrupted(Exception):
 
     def __str__(self):
         return f"stopped by {signal.Signals(self.signum).name}: rerun the same command to resume"
+
+
+@dataclass
+class Cost:
+    """What the steps run by one invocation cost: ``wall`` seconds from the runner's start to its end, ``cpu``
+    (user + system CPU seconds of the steps' process trees, summed), the critical path (``chain``, the names of
+    the steps on it that ran, and ``path``, its seconds; ``before`` steps were done before this invocation and
+    count 0 s), and ``unit_seconds`` the duration of the step named ``unit`` (None: no unit step, or it did
+    not run in this invocation: absolute figures only)."""
+
+    steps: int
+    wall: float
+    cpu: float
+    path: float
+    chain: List[str]
+    before: int = 0
+    unit: Optional[str] = None
+    unit_seconds: Optional[float] = None
+
+    def times(self, seconds):
+        """``seconds`` as a multiple of the unit step (None without one)."""
+        return None if self.unit_seconds is None else seconds / max(self.unit_seconds, 1e-9)
+
+    def __str__(self):
+        def notes(seconds, *more, of=""):
+            multiple = [] if self.unit_seconds is None else [f"{self.times(seconds):.1f}x{of}"]
+            words = multiple + [m for m in more if m]
+            return f" ({'; '.join(words)})" if words else ""
+
+        unit = f" {self.unit!r}: {self.unit_seconds:.0f} s" if self.unit_seconds is not None else ""
+        before = f"{self.before} step(s) done before this run count 0 s" if self.before else ""
+        text = (f"wall {self.wall:.0f} s{notes(self.wall, of=unit)}; steps' CPU {self.cpu:.0f} s{notes(self.cpu)}; "
+                f"critical path {self.path:.0f} s{notes(self.path, before)}: {' -> '.join(self.chain)}")
+        if self.unit and self.unit_seconds is None:
+            text += f"; no multiples: {self.unit!r} did not run in this invocation"
+        return text
+
+
+def critical_path(steps, seconds):
+    """The longest chain of dependent steps (by ``after``) of ``steps`` (in plan order), a step weighing
+    ``seconds[name]`` (0 if absent: done before): its seconds and the names on it that weigh something (those
+    in ``seconds``), first to last. Ties go to the earlier step in the plan."""
+    best, previous = {}, {}
+    for step in steps:
+        before = max(step.after, key=lambda a: best[a], default=None)
+        best[step.name] = seconds.get(step.name, 0.0) + (best[before] if before else 0.0)
+        previous[step.name] = before
+    end = max((s.name for s in steps), key=lambda n: best[n], default=None)
+    chain, name = [], end
+    while name is not None:
+        if name in seconds:
+            chain.append(name)
+        name = previous[name]
+    return (best[end] if end else 0.0), chain[::-1]
 
 
 def read_plan(path):
@@ -223,10 +292,18 @@ class Runner:
     ``grace``: seconds the steps get to end after SIGTERM (or a forwarded signal) before SIGKILL. ``lock``:
     the :class:`PlanLock` held, which the steps inherit and which names them."""
 
-    def __init__(self, steps, jobs=1, timings=None, out=None, cpus=None, grace=GRACE, lock=None):
+    def __init__(self, steps, jobs=1, timings=None, out=None, cpus=None, grace=GRACE, lock=None, unit=None):
         self.steps, self.jobs, self.timings, self.out = steps, max(1, jobs), timings, out or sys.stdout
         self.cpus = cpus or os.cpu_count() or 1
         self.grace, self.lock = grace, lock
+        if unit is not None and unit not in {s.name for s in steps}:
+            raise SeqKDError(f"--unit-step {unit!r}: the plan has no step of that name")
+        self.unit = unit
+        #: of the steps finished by this invocation: wall seconds and CPU seconds (user + system of the step's
+        #: process and every descendant it waited for); the run's :class:`Cost` once every step is done
+        self.seconds: Dict[str, float] = {}
+        self.cpu: Dict[str, float] = {}
+        self.cost: Optional[Cost] = None
         self.live = self.out.isatty()
         self.start = time.monotonic()
         self.received = None  # the first signal received (handle_signals)
@@ -290,6 +367,22 @@ class Runner:
                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                     pass_fds=(self.lock.fd,) if self.lock else ())
 
+    def reap(self, step, proc):
+        """The exit code of ``step``'s process if it has ended (None while it runs). It is reaped with
+        ``wait4``, whose rusage is the CPU time of the step's whole process tree (the descendants it waited
+        for included), kept in ``self.cpu``."""
+        if proc.returncode is not None:
+            return proc.returncode
+        try:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by someone else: its CPU time is lost
+            return proc.poll()
+        if pid == 0:
+            return None
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu[step.name] = usage.ru_utime + usage.ru_stime
+        return proc.returncode
+
     def note_running(self, running):
         if self.lock:
             self.lock.write({step: proc.pid for step, (proc, _) in running.items()})
@@ -309,7 +402,17 @@ class Runner:
         except BaseException as e:
             self.stop(running, e.signum if isinstance(e, Interrupted) else signal.SIGTERM)
             raise
-        self.say(f"{clock(time.monotonic() - self.start):>7}  all {total} steps done")
+        wall = time.monotonic() - self.start
+        if not self.seconds:
+            self.say(f"{clock(wall):>7}  all {total} steps done")
+            return
+        path, chain = critical_path(self.steps, self.seconds)
+        self.cost = Cost(len(self.seconds), wall, sum(self.cpu.values()), path, chain,
+                         before=total - len(self.seconds), unit=self.unit, unit_seconds=self.seconds.get(self.unit))
+        self.say(f"{clock(wall):>7}  {self.cost}; all {total} steps done")
+        if self.timings:
+            with open(self.timings, "a", encoding="utf-8") as f:
+                f.write(f"# {self.cost}; all {total} steps done\n")
 
     def loop(self, todo, done, running, total):
         while todo or running:
@@ -321,7 +424,7 @@ class Runner:
                 running[step] = (self.launch(step), time.monotonic())
                 self.note_running(running)
             for step, (proc, started) in list(running.items()):
-                code = proc.poll()
+                code = self.reap(step, proc)
                 if code is None:
                     continue
                 seconds = time.monotonic() - started
@@ -329,7 +432,7 @@ class Runner:
                 self.note_running(running)
                 self.finished(step, code, seconds, done, total)
             self.check_signal()
-            if running and not any(p.poll() is not None for p, _ in running.values()):
+            if running and not any(self.reap(s, p) is not None for s, (p, _) in running.items()):
                 self.status(running)
                 self.nap(0.5)
 
@@ -350,6 +453,7 @@ class Runner:
             os.makedirs(os.path.dirname(os.path.abspath(step.output)), exist_ok=True)
             open(step.output, "w").close()
         done.add(step.name)
+        self.seconds[step.name] = seconds
         if self.timings:
             with open(self.timings, "a", encoding="utf-8") as f:
                 f.write(f"{step.name}\t{seconds:.0f}\n")
@@ -411,7 +515,8 @@ def run_plan(args):
     """Run a plan under its lock, with the handled signals forwarded to its steps (see the docstring)."""
     lock = take_plan(args.plan, args.new_plan)
     try:
-        runner = Runner(read_plan(args.plan), jobs=args.jobs, timings=args.timings, grace=args.grace, lock=lock)
+        runner = Runner(read_plan(args.plan), jobs=args.jobs, timings=args.timings, grace=args.grace, lock=lock,
+                        unit=args.unit_step)
         previous = runner.handle_signals()
         try:
             runner.run()
@@ -425,7 +530,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m fairseq_seqkd.workflow", description=__doc__.split("\n\n")[0])
     p.add_argument("plan", help="the plan file")
     p.add_argument("--jobs", type=int, default=1, help="steps run at the same time")
-    p.add_argument("--timings", help="append 'NAME<TAB>SECONDS' of every finished step to this file")
+    p.add_argument("--timings", help="append 'NAME<TAB>SECONDS' of every finished step to this file, and at "
+                                     "the end the run's cost (the last line printed) as a '# ' comment")
+    p.add_argument("--unit-step", metavar="NAME",
+                   help="at the end, give the run's wall time, its steps' CPU time and its critical path also as "
+                        "multiples of this step's duration (the recipes: their teacher's 'train teacher'), if it "
+                        "ran in this invocation")
     p.add_argument("--dry-run", action="store_true", help="print the steps' commands instead of running them")
     p.add_argument("--grace", type=float, default=GRACE, metavar="SECONDS",
                    help="on SIGTERM/SIGHUP/SIGINT (or a failing step), seconds the running steps get to end "

@@ -14,7 +14,7 @@ import pytest
 
 import toydata
 from fairseq_seqkd.errors import SeqKDError, StoppedEarly
-from fairseq_seqkd.workflow import HANDLED, Runner, main, read_plan
+from fairseq_seqkd.workflow import HANDLED, Runner, Step, critical_path, main, read_plan
 
 
 def write_plan(folder, rows):
@@ -111,6 +111,104 @@ def test_malformed_plans_are_refused_with_the_line(tmp_path, line, message):
     path.write_text(line + "\n")
     with pytest.raises(SeqKDError, match=message):
         read_plan(path)
+
+
+# What a run cost (its last line): the steps' CPU time, the critical path, multiples of a unit step. Loose bounds:
+# the tests share a busy 2-core machine.
+
+def burn(seconds):
+    """A python process that burns ``seconds`` of its own CPU time (process_time), whatever the load."""
+    code = f"import time; t = time.process_time(); exec('while time.process_time() - t < {seconds}: pass')"
+    return f"{shlex.quote(sys.executable)} -I -S -c {shlex.quote(code)}"
+
+
+def test_cpu_seconds_count_what_a_steps_shell_waited_for_and_not_sleeping(tmp_path):
+    plan = write_plan(tmp_path, [
+        # a subshell's child, and a background child the shell waits for
+        ("burn", tmp_path / "burn.done", "-", f"echo start; ( {burn(0.3)} ); {burn(0.2)} & wait"),
+        ("sleep", tmp_path / "sleep.done", "-", "sleep 0.8"),
+    ])
+    out = io.StringIO()
+    runner = Runner(read_plan(plan), jobs=2, out=out)
+    runner.run()
+    assert 0.5 <= runner.cpu["burn"] < 0.5 + 2.0  # python's start-up on top
+    assert runner.cpu["sleep"] < 0.2 <= 0.8 <= runner.seconds["sleep"]
+    cost = runner.cost
+    assert cost.cpu == pytest.approx(runner.cpu["burn"] + runner.cpu["sleep"]) and cost.steps == 2
+    assert cost.unit_seconds is None and "x" not in out.getvalue().splitlines()[-1].split(";")[0]
+    assert re.search(rf"; steps' CPU {cost.cpu:.0f} s; critical path \d+ s: (burn|sleep); all 2 steps done$",
+                     out.getvalue().splitlines()[-1])
+
+
+def diamond(folder, b=0.9, c=0.1):
+    """a -> b, a -> c, (b, c) -> d, each step sleeping its seconds (a and d 0.2)."""
+    return write_plan(folder, [
+        ("a", folder / "a.done", "-", "sleep 0.2"),
+        ("b", folder / "b.done", "a", f"sleep {b}"),
+        ("c", folder / "c.done", "a", f"sleep {c}"),
+        ("d", folder / "d.done", "b,c", "sleep 0.2"),
+    ])
+
+
+def test_the_critical_path_of_a_diamond_and_multiples_of_the_unit_step(tmp_path):
+    out = io.StringIO()
+    runner = Runner(read_plan(diamond(tmp_path)), jobs=2, out=out, unit="b")
+    runner.run()
+    seconds, cost = runner.seconds, runner.cost
+    assert cost.chain == ["a", "b", "d"] and cost.before == 0
+    assert cost.path == pytest.approx(seconds["a"] + seconds["b"] + seconds["d"])
+    assert 1.3 <= cost.path < 1.3 + 3.0 and cost.path >= seconds["a"] + seconds["c"] + seconds["d"]
+    assert cost.path <= cost.wall
+    # every figure as a multiple of step b's duration
+    assert cost.unit == "b" and cost.unit_seconds == seconds["b"] >= 0.9
+    assert cost.times(cost.wall) == pytest.approx(cost.wall / seconds["b"])
+    line = out.getvalue().splitlines()[-1]
+    assert line.endswith(
+        f"  wall {cost.wall:.0f} s ({cost.wall / seconds['b']:.1f}x 'b': {seconds['b']:.0f} s); "
+        f"steps' CPU {cost.cpu:.0f} s ({cost.cpu / seconds['b']:.1f}x); "
+        f"critical path {cost.path:.0f} s ({cost.path / seconds['b']:.1f}x): a -> b -> d; all 4 steps done"), line
+
+
+def test_critical_path_weights_steps_by_their_seconds_and_steps_done_before_by_nothing():
+    steps = [Step(n, f"{n}.done", f"{n}.log", after, 0, "true")
+             for n, after in (("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"]), ("e", []))]
+    assert critical_path(steps, dict(a=1, b=5, c=2, d=1, e=6)) == (7, ["a", "b", "d"])
+    assert critical_path(steps, dict(a=1, b=2, c=5, d=1, e=6)) == (7, ["a", "c", "d"])
+    assert critical_path(steps, dict(a=1, b=2, c=5, d=1, e=8)) == (8, ["e"])
+    # a (done before) counts 0 s and is left out of the chain
+    assert critical_path(steps, dict(b=2, c=5, d=1, e=1)) == (6, ["c", "d"])
+    assert critical_path(steps, {}) == (0, [])
+
+
+def test_a_unit_step_done_before_gives_absolute_figures_only(tmp_path, capsys):
+    timings = tmp_path / "timings.txt"
+    plan = write_plan(tmp_path, [
+        ("teacher", tmp_path / "teacher.done", "-", "sleep 0.3"),
+        ("student", tmp_path / "student.done", "teacher", "sleep 0.1"),
+        ("report", "-", "student", "true"),
+    ])
+    argv = [str(plan), "--unit-step", "teacher", "--timings", str(timings)]
+    main(argv)
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert re.search(r"  wall \d+ s \(\d+\.\dx 'teacher': \d+ s\); steps' CPU \d+ s \(\d+\.\dx\); critical path \d+ s "
+                     r"\(\d+\.\dx\): teacher -> student -> report; all 3 steps done$", last), last
+    assert timings.read_text().splitlines()[-1] == "# " + last.split("  ", 2)[-1].lstrip()
+    # the teacher is done: the student and the report run again, without multiples
+    (tmp_path / "student.done").unlink()
+    main(argv)
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert re.search(r"  wall \d+ s; steps' CPU \d+ s; critical path \d+ s \(1 step\(s\) done before this run count "
+                     r"0 s\): student -> report; no multiples: 'teacher' did not run in this invocation; all 3 steps "
+                     r"done$", last), last
+    lines = timings.read_text().splitlines()
+    assert [line.split("\t")[0] for line in lines[-3:-1]] == ["student", "report"]
+    assert lines[-1] == "# " + last.split("  ", 2)[-1].lstrip()
+    assert "no multiples" in lines[-1]
+    # a unit step the plan does not have: one line, before anything runs
+    with pytest.raises(SystemExit) as refused:
+        main([str(plan), "--unit-step", "train teacher"])
+    assert refused.value.code == "error: --unit-step 'train teacher': the plan has no step of that name"
+    assert "steps to run" not in capsys.readouterr().out
 
 
 # Kills, signals and reruns. The runner runs in a forked copy of this process (``python -m

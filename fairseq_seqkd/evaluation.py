@@ -200,6 +200,9 @@ def evaluate(options: EvalOptions):
     engines = {key: _engine(options, task, model, beam, use_cuda) for key, beam in (("greedy", 1), ("beam", options.beam))}
     result["engine"] = engines["beam"].name
     result["engine_quantize"] = options.engine_quantize
+    isa = getattr(engines["beam"], "int8_isa", None)
+    if isa is not None:  # where int8 quality depends on the CPU (fairseq_seqkd.int8_cpu)
+        result["engine_int8_isa"] = isa.name
     bleu, multi = sacrebleu.BLEU(), sacrebleu.BLEU()
     for key, engine in engines.items():
         engine.seconds = 0.0

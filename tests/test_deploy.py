@@ -207,14 +207,17 @@ def test_manifest_and_vocabularies(exported, toy_data):
 
 
 def test_not_an_lstm_checkpoint(toy_model, tmp_path):
+    """A model of neither kind (a Transformer becomes a CTranslate2 directory: tests/test_deploy_ct2.py)."""
     state = torch.load(toy_model, weights_only=False)
-    state["cfg"]["model"].arch = state["cfg"]["model"]._name = "transformer"
-    fake = str(tmp_path / "transformer.pt")
+    state["cfg"]["model"].arch = state["cfg"]["model"]._name = "fconv"
+    fake = str(tmp_path / "fconv.pt")
     torch.save(state, fake)
     out = str(tmp_path / "out")
     proc = toydata.run_cli(["seqkd-export", fake, "--out", out], check=False)
-    toydata.assert_one_line_error(proc, "'transformer' model")
-    assert "LSTM" in proc.stderr and not os.path.exists(out) and os.listdir(tmp_path) == ["transformer.pt"]
+    toydata.assert_one_line_error(proc, "'fconv' model (fconv); seqkd-export exports fairseq's LSTM models")
+    assert "transformer" in proc.stderr and not os.path.exists(out) and os.listdir(tmp_path) == ["fconv.pt"]
+    with pytest.raises(SeqKDError, match="'fconv' model .* LSTM models .* only"):  # the LSTM exporter alone
+        export(fake, out)
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint\n")
     with pytest.raises(SeqKDError, match="not a fairseq checkpoint"):

@@ -109,14 +109,16 @@ def hypotheses(generate_output):
     return best
 
 
-def run_cli(args, cwd=None, env=None, check=True):
-    """Run a console command of the venv in a subprocess; return the CompletedProcess."""
+def run_cli(args, cwd=None, env=None, check=True, stdin_path=None):
+    """Run a console command of the venv in a subprocess (stdin: the file ``stdin_path``, else none); return the
+    CompletedProcess."""
     full_env = dict(os.environ)
     full_env["PATH"] = VENV_BIN + os.pathsep + full_env.get("PATH", "")
     for var in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
         full_env.pop(var, None)
     full_env.update(env or {})
-    proc = subprocess.run(args, cwd=cwd or REPO, env=full_env, capture_output=True, text=True)
+    with open(stdin_path or os.devnull, "rb") as stdin:
+        proc = subprocess.run(args, cwd=cwd or REPO, env=full_env, capture_output=True, text=True, stdin=stdin)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

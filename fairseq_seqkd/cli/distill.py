@@ -93,7 +93,7 @@ def get_parser():
     p.add_argument("--fp16", action="store_true", help="decode in half precision (GPU; the fairseq engine)")
     p.add_argument("--engine", choices=ENGINES, default="fairseq",
                    help="who runs the teacher's beam search: fairseq's SequenceGenerator; ctranslate2 "
-                        "(Transformer teachers, pip install 'fairseq-seqkd[fast]'); seqkd, our LSTM decoder "
+                        "(Transformer teachers, pip install ctranslate2); seqkd, our LSTM decoder "
                         "(LSTM teachers). See docs/engines.md")
     p.add_argument("--engine-quantize", choices=sorted({q for qs in QUANTIZE.values() for q in qs}),
                    help="the engine's precision: ctranslate2 float32 (default), int8, int8_float16 or float16 "

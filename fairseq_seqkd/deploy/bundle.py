@@ -18,8 +18,9 @@ import shutil
 
 import torch
 
+from fairseq_seqkd.deploy.common import new_folder, read_json as _read_json
 from fairseq_seqkd.errors import SeqKDError
-from fairseq_seqkd.textio import atomic_dir, refuse_broken_link
+from fairseq_seqkd.textio import atomic_dir
 
 FORMAT = "fairseq-seqkd-student"
 VERSION = 1
@@ -93,24 +94,6 @@ def save(folder, manifest, weights, source_vocab, target_vocab, spm_model=None):
     return folder
 
 
-def new_folder(folder):
-    """``folder`` as a real path, checked to be absent, an empty directory or an earlier bundle (which is then
-    replaced whole: rerunning an export gives its output anew); else SeqKDError."""
-    refuse_broken_link(folder, folder)
-    real = os.path.realpath(folder)
-    if os.path.exists(real) and not (os.path.isdir(real) and (not os.listdir(real) or _is_bundle(real))):
-        raise SeqKDError(f"{folder}: exists and is neither empty nor an exported model (choose another --out)")
-    return real
-
-
-def _is_bundle(folder):
-    try:
-        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
-            return json.load(f).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def _write_json(path, data):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False, indent=1)
@@ -150,13 +133,3 @@ def load(folder) -> Bundle:
         if not os.path.isfile(spm_path):
             raise SeqKDError(f"{spm_path}: no such file (the manifest names a SentencePiece model)")
     return Bundle(manifest, weights, vocabs["source"], vocabs["target"], spm_path)
-
-
-def _read_json(path, folder):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise SeqKDError(f"{path}: no such file ({folder} is not a complete seqkd-export directory)") from None
-    except (OSError, ValueError) as e:
-        raise SeqKDError(f"{path}: unreadable ({type(e).__name__})") from None

@@ -30,8 +30,10 @@ class _Dictionaries:
         self.source_dictionary, self.target_dictionary = source, target
 
 
-def _dictionaries(state, checkpoint, data):
-    from fairseq.data import Dictionary
+def dictionary_files(state, checkpoint, data=None):
+    """(data folder, source language, target language, source and target dictionary paths) of a checkpoint:
+    its data folder's ``dict.SRC.txt`` and ``dict.TGT.txt`` (``data``, if given, instead of the folder the
+    checkpoint was trained on); SeqKDError if they are not there."""
     from fairseq.data.data_utils import infer_language_pair
 
     task = state["cfg"].task
@@ -42,13 +44,18 @@ def _dictionaries(state, checkpoint, data):
     src, tgt = getattr(task, "source_lang", None), getattr(task, "target_lang", None)
     if src is None or tgt is None:
         src, tgt = infer_language_pair(data)
-    out = []
-    for lang in (src, tgt):
-        path = os.path.join(data, f"dict.{lang}.txt")
+    paths = [os.path.join(data, f"dict.{lang}.txt") for lang in (src, tgt)]
+    for path in paths:
         if not os.path.isfile(path):
             raise SeqKDError(f"{path}: no such file (the dictionaries of {checkpoint})")
-        out.append(Dictionary.load(path))
-    return src, tgt, out[0], out[1]
+    return data, src, tgt, paths[0], paths[1]
+
+
+def _dictionaries(state, checkpoint, data):
+    from fairseq.data import Dictionary
+
+    _, src, tgt, src_path, tgt_path = dictionary_files(state, checkpoint, data)
+    return src, tgt, Dictionary.load(src_path), Dictionary.load(tgt_path)
 
 
 def _build(state, checkpoint, src_dict, tgt_dict):
@@ -61,7 +68,8 @@ def _build(state, checkpoint, src_dict, tgt_dict):
     family = ARCH_MODEL_NAME_REGISTRY.get(arch)
     if family != "lstm":
         raise SeqKDError(f"{checkpoint}: a {arch!r} model ({family or 'unknown family'}); seqkd-export "
-                         f"exports fairseq's LSTM models (luong_lstm_*, lstm_*) only")
+                         f"exports fairseq's LSTM models (luong_lstm_*, lstm_*) only here (a Transformer: "
+                         f"fairseq_seqkd.deploy.export_model)")
     if not isinstance(args, argparse.Namespace):
         raise SeqKDError(f"{checkpoint}: its model configuration is not fairseq's legacy LSTM namespace")
     model = LSTMModel.build_model(argparse.Namespace(**vars(args)), _Dictionaries(src_dict, tgt_dict))
@@ -149,25 +157,29 @@ class FairseqLSTM(NamedTuple):
     target_dict: object
 
 
-def load_lstm(checkpoint, data=None) -> FairseqLSTM:
+def load_lstm(checkpoint, data=None, state=None) -> FairseqLSTM:
     """A checkpoint's fairseq LSTMModel (eval mode) and dictionaries (from ``data``, else the checkpoint's
-    data folder); SeqKDError if it is not an LSTM or they do not fit."""
+    data folder); SeqKDError if it is not an LSTM or they do not fit. ``state``: the checkpoint, if it is
+    loaded already."""
     from fairseq_seqkd.checkpoints import load_checkpoint_state
 
-    state = load_checkpoint_state(checkpoint)
+    if state is None:
+        state = load_checkpoint_state(checkpoint)
     src_lang, tgt_lang, src_dict, tgt_dict = _dictionaries(state, checkpoint, data)
     arch, model = _build(state, checkpoint, src_dict, tgt_dict)
     return FairseqLSTM(arch, model, src_lang, tgt_lang, src_dict, tgt_dict)
 
 
-def export(checkpoint, out, spm_model=None, quantize=None, data=None):
-    """Write ``checkpoint`` as a model directory ``out``; return its manifest."""
+def export(checkpoint, out, spm_model=None, quantize=None, data=None, state=None):
+    """Write ``checkpoint`` (an LSTM) as a model directory ``out``; return its manifest. ``state``: the
+    checkpoint, if it is loaded already. (:func:`fairseq_seqkd.deploy.export_model` chooses between this and
+    the CTranslate2 export of a Transformer.)"""
     if quantize not in (None, *QUANTIZE):
         raise SeqKDError(f"--quantize {quantize}: choose one of {', '.join(QUANTIZE)}")
     bundle_io.new_folder(out)  # before the slow part; save checks again
     if spm_model is not None:
-        _check_spm(spm_model)
-    lstm = load_lstm(checkpoint, data)
+        check_spm_file(spm_model)
+    lstm = load_lstm(checkpoint, data, state)
     try:
         config, weights, src_vocab, tgt_vocab = from_fairseq(lstm.model, lstm.source_dict, lstm.target_dict, quantize)
     except SeqKDError as e:
@@ -190,12 +202,13 @@ def export(checkpoint, out, spm_model=None, quantize=None, data=None):
     return manifest
 
 
-def _check_spm(path):
+def check_spm_file(path):
+    """The SentencePiece processor of ``--spm-model path``; SeqKDError if it is not one."""
+    from fairseq_seqkd.deploy.common import load_spm
+
     if not os.path.isfile(path):
         raise SeqKDError(f"--spm-model {path}: no such file")
-    import sentencepiece
-
     try:
-        sentencepiece.SentencePieceProcessor(model_file=path)
-    except Exception as e:  # sentencepiece raises OSError/RuntimeError with a C++ message
-        raise SeqKDError(f"--spm-model {path}: not a SentencePiece model ({type(e).__name__})") from None
+        return load_spm(path)
+    except SeqKDError as e:
+        raise SeqKDError(f"--spm-model {e}") from None

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from fairseq_seqkd.deploy.common import INT8_ACTIVATIONS  # (sentence | batch; defined where no torch is needed)
+
 #: matrices that ``--quantize int8`` stores as int8 (with the LSTM cells' two matrices side by side)
 QUANTIZED_LINEARS = ("attention.input_proj", "attention.output_proj", "additional_fc", "fc_out")
 
@@ -40,11 +42,6 @@ def quantize_rows(weight: torch.Tensor):
     scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
     q = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
     return q, scale.to(torch.float32)
-
-
-#: int8 decoding: ``sentence`` (one input scale per row, each source encoded alone: a translation does not
-#: depend on its batch mates) or ``batch`` (one scale per matrix, batched encoder: faster, and it does)
-INT8_ACTIVATIONS = ("sentence", "batch")
 
 
 class Int8Linear:

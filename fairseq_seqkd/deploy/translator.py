@@ -17,18 +17,15 @@ An int8 export translates each sentence as it would alone, whatever the batch, u
 ``int8_activations="batch"`` (faster batches; see :mod:`fairseq_seqkd.deploy.network`).
 """
 
-import re
-import time
 from typing import List, Sequence
 
 import torch
 
 from fairseq_seqkd.deploy import bundle as bundle_io
-from fairseq_seqkd.deploy.network import INT8_ACTIVATIONS, LSTMNet
+from fairseq_seqkd.deploy.common import INT8_ACTIVATIONS, Summary, detokenize, load_spm, source_pieces  # noqa: F401
+from fairseq_seqkd.deploy.network import LSTMNet
 from fairseq_seqkd.deploy.search import Hypothesis, search
 from fairseq_seqkd.errors import SeqKDError
-
-_SPACES = re.compile(r"\s+")  # fairseq's tokenize_line
 
 
 class Translator:
@@ -55,9 +52,7 @@ class Translator:
         self.max_target_positions = int(config["max_target_positions"])
         self.spm = None
         if loaded.spm_path:
-            import sentencepiece
-
-            self.spm = sentencepiece.SentencePieceProcessor(model_file=loaded.spm_path)
+            self.spm = load_spm(loaded.spm_path)
 
     @classmethod
     def load(cls, folder, **options):
@@ -71,9 +66,7 @@ class Translator:
 
     def source_ids(self, line: str, where: str = "line") -> List[int]:
         """Source ids of one line (</s> appended); SeqKDError if longer than the model's limit."""
-        if self.spm is not None:
-            line = " ".join(self.spm.encode(line, out_type=str))
-        ids = self.source_vocab.encode(_SPACES.sub(" ", line).strip().split())
+        ids = self.source_vocab.encode(source_pieces(line, self.spm))
         if len(ids) > self.max_source_positions:
             raise SeqKDError(f"{where}: {len(ids) - 1} source tokens, more than the model's limit of "
                              f"{self.max_source_positions - 1} (+ </s>)")
@@ -90,10 +83,7 @@ class Translator:
 
     def text(self, hypothesis: Hypothesis) -> str:
         """The hypothesis as fairseq-generate prints it (with --post-process sentencepiece if we have SPM)."""
-        out = " ".join(self.target_vocab.decode(hypothesis.tokens))
-        if self.spm is not None:
-            out = out.replace(" ", "").replace("\u2581", " ").strip()
-        return out
+        return detokenize(self.target_vocab.decode(hypothesis.tokens), self.spm)
 
     # -- decoding --------------------------------------------------------------------------------
 
@@ -124,24 +114,3 @@ class Translator:
         for start in range(0, len(sources), batch_size):
             out += [self.text(h) for h in self.translate_ids(sources[start:start + batch_size])]
         return out
-
-
-class Summary:
-    """The closing line of seqkd-translate, after fairseq-generate's: counts, seconds, rates."""
-
-    def __init__(self):
-        self.sentences = self.words = 0
-        self.seconds = 0.0
-
-    def timed(self, lines, fn):
-        start = time.perf_counter()
-        result = fn()
-        self.seconds += time.perf_counter() - start
-        self.sentences += len(lines)
-        self.words += sum(len(line.split()) for line in lines)
-        return result
-
-    def line(self):
-        s = max(self.seconds, 1e-9)
-        return (f"Translated {self.sentences:,} sentences ({self.words:,} source words) in {self.seconds:.1f}s "
-                f"({self.sentences / s:.2f} sentences/s, {self.words / s:.2f} source words/s)")

@@ -3,6 +3,7 @@
 #
 #   run.sh --corpus-dir DIR [--workdir DIR] [--gpus N] [--jobs N] [--dry-run] [--preset paper|tiny] [--download]
 #          [--seed N | --seeds N N ...] [--eval-subset valid|test] [--engine E [--engine-quantize Q]] [--with-multi]
+#          [--teacher-arch A] [--student-arch B] [--teacher-args "OPTIONS"] [--student-args "OPTIONS"]
 #
 # paper: the paper's hyperparameters: SGD lr 1.0 halved every epoch from epoch 9, 13 epochs, dropout 0.3,
 #        gradient norm clipped at 5, batches of 64 sentences, Word-KD alpha 0.5, beam 5, Seq-Inter K=35 with
@@ -13,6 +14,10 @@
 #        one more beam search over the training set with K=8 (beam 8, its 8-best lists kept; 1.6 times the
 #        beams of Seq-KD's K=5), 5 outputs per source by model score and by MBR (chrF) from the same lists, and
 #        students with Seq-KD's schedule, 13 epochs of one pair per source each (--one-target-per-epoch).
+# --teacher-arch/--student-arch: any fairseq architecture instead of the paper's LSTMs (e.g. transformer_wmt_en_de,
+#        transformer_student_tiny); --teacher-args/--student-args "OPTIONS": more fairseq-train options for them,
+#        split at white space (examples/pipeline.sh, docs/recipes.md). The paper's SGD schedule stays unless
+#        OPTIONS replace it; WMT14's 2x300 student is left out with --student-arch.
 # --gpus N: fairseq-train on N GPUs (--distributed-world-size N) and N distillation shards, one per GPU.
 # Resumable: rerun the same command after a failure, a kill, Ctrl-C, SIGTERM or SIGHUP (which stop the running
 # steps too); see examples/pipeline.sh, "Kills and reruns".

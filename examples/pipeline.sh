@@ -11,6 +11,17 @@
 #
 # Options: --preset NAME --workdir DIR --dry-run --gpus N --jobs N --seed N | --seeds N N ... --eval-subset S
 #          --kd-store K --engine E --engine-quantize Q --with-multi
+#          --teacher-arch A --student-arch B --teacher-args "OPTIONS" --student-args "OPTIONS"
+# (--teacher-arch A / --student-arch B: any registered fairseq architecture (fairseq's, e.g. transformer,
+# transformer_iwslt_de_en, or ours, e.g. luong_lstm_2x500, transformer_student_bible: docs/architectures.md)
+# instead of the preset's TEACHER_ARCH / STUDENT_ARCH, for the teacher / for every student; a name fairseq does not
+# know is refused with one line before anything runs. --teacher-args / --student-args "OPTIONS": more fairseq-train
+# options, appended to the preset's TEACHER / STUDENT (a later option wins: --teacher-args "--dropout 0.1"
+# overrides the preset's dropout), e.g. the shape and schedule that architecture needs; the student's reach every
+# student, fine-tuned and retrained ones included. OPTIONS is one argument, split at white space and nothing else
+# (no quotes, no globbing, no $-expansion: a value cannot hold a space, and none of fairseq-train's needs one, e.g.
+# --teacher-args "--adam-betas (0.9,0.98) --lr 0.0005"); give the option again to add more. The report's rows
+# name the architectures: "Teacher 1x256" for luong_lstm_1x256, else "Teacher ARCH" with the name as given.)
 # (--kd-store K: Word-KD students read the teacher's top K from a store on disk, built once per Word-KD corpus by
 # seqkd-topk, in as many shards as the distillation; 0: the live teacher over the full vocabulary, as the paper.
 # Default: the preset's KD_STORE)
@@ -31,8 +42,10 @@
 # K > 5, else MBR-5 would keep the same 5 hypotheses as the n-best (in another order). Off by default.)
 #
 # What a preset sets:
-#   TEACHER_ARCH STUDENT_ARCH  architectures of the teacher and of every student (rows "Teacher 1x256", ...)
+#   TEACHER_ARCH STUDENT_ARCH  architectures of the teacher and of every student (rows "Teacher 1x256", ...;
+#                        --teacher-arch/--student-arch replace them)
 #   TEACHER  STUDENT     other fairseq-train options of the teacher / of every student trained from scratch
+#                        (--teacher-args/--student-args add to them)
 #   FINETUNE             options of the Seq-Inter fine-tuning runs (the paper: SGD, lr 0.1)
 #   RETRAIN              options of the retraining after pruning (the paper: lr 0.2)
 #   KD                   word_kd options (the paper: --kd-alpha 0.5)
@@ -75,6 +88,8 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 recipe_options() {
   preset=${preset:-} workdir="" dry=0 GPUS=0 JOBS="" SEEDS=(1) STUDY=0 EVAL_SUBSET=test KD_STORE_OPTION=""
   ENGINE="" ENGINE_QUANTIZE="" WITH_MULTI=0
+  TEACHER_ARCH_OPTION="" STUDENT_ARCH_OPTION="" TEACHER_ARGS=() STUDENT_ARGS=()
+  local words
   while [ $# -gt 0 ]; do
     case "$1" in
       --preset) preset="$2"; shift 2 ;;
@@ -90,6 +105,10 @@ recipe_options() {
       --engine) ENGINE="$2"; shift 2 ;;
       --engine-quantize) ENGINE_QUANTIZE="$2"; shift 2 ;;
       --with-multi) WITH_MULTI=1; shift ;;
+      --teacher-arch) TEACHER_ARCH_OPTION="$2"; shift 2 ;;
+      --student-arch) STUDENT_ARCH_OPTION="$2"; shift 2 ;;
+      --teacher-args) read -r -d '' -a words <<< "$2" || true; TEACHER_ARGS+=("${words[@]}"); shift 2 ;;
+      --student-args) read -r -d '' -a words <<< "$2" || true; STUDENT_ARGS+=("${words[@]}"); shift 2 ;;
       -h|--help) usage; exit 0 ;;
       *) consumed=0
          if declare -F recipe_option >/dev/null && recipe_option "$@" && [ "$consumed" -gt 0 ]; then
@@ -114,29 +133,93 @@ recipe_options() {
   fi
 }
 
-# choose_engine: ENGINE (and ENGINE_WHY) for the preset's TEACHER_ARCH when --engine was not given: the fastest
-# engine whose float32 output is the teacher's beam search output (docs/engines.md)
+# The fairseq model of an architecture: fairseq's registry with our plugin loaded (USER_DIR, else the installed
+# fairseq_seqkd), and the engine of seqkd-distill that decodes that model exactly (fairseq_seqkd.engines.FAMILIES:
+# seqkd for lstm, the fast Transformer engine for transformer and its kin, fairseq for the rest). Arguments:
+# USER_DIR, then pairs WHAT ARCH; prints "MODEL ENGINE" for each pair, or, for a name fairseq does not know or one of
+# a model that translation cannot train (not an encoder-decoder: transformer_lm), one line "error: WHAT ARCH: ..."
+# to stderr and exits with status 2.
+ARCH_LOOKUP='
+import sys
+from argparse import Namespace
+from difflib import get_close_matches
+try:
+    from fairseq import utils
+except ImportError as e:
+    sys.exit(f"error: {sys.executable} cannot look the architectures up ({e}): run the recipe where fairseq-seqkd "
+             f"is installed (its virtual environment active, or PYTHON=/path/to/its/python)")
+if sys.argv[1]:
+    utils.import_user_module(Namespace(user_dir=sys.argv[1]))
+else:
+    import fairseq_seqkd  # noqa: F401
+from fairseq.models import ARCH_MODEL_NAME_REGISTRY, ARCH_MODEL_REGISTRY, FairseqEncoderDecoderModel
+from fairseq_seqkd.engines import FAMILIES
+archs = [a for a, model in ARCH_MODEL_REGISTRY.items() if issubclass(model, FairseqEncoderDecoderModel)]
+found = []
+for what, arch in zip(sys.argv[2::2], sys.argv[3::2]):
+    family = ARCH_MODEL_NAME_REGISTRY.get(arch)
+    if arch not in archs:
+        near = get_close_matches(arch, archs, 3, 0.7)
+        hint = "did you mean " + " or ".join(near) + "?" if near else "see docs/architectures.md"
+        why = f"a {family} model, not an encoder-decoder" if family else "not a registered fairseq architecture"
+        print(f"error: {what} {arch}: {why} ({hint})", file=sys.stderr)
+        sys.exit(2)
+    found += [family, next((e for e, f in FAMILIES.items() if f and family in f), "fairseq")]
+print(" ".join(found))
+'
+
+# arch_families: TEACHER_FAMILY/STUDENT_FAMILY, the fairseq models of TEACHER_ARCH/STUDENT_ARCH, and TEACHER_FAST,
+# the engine that decodes the teacher exactly (ARCH_LOOKUP); an architecture fairseq does not know is refused with
+# one line. A preset's own luong_lstm_* architectures (ours: the lstm model) are known without the lookup, which
+# imports fairseq (seconds); any other architecture, and any given by --teacher-arch/--student-arch, is looked up.
+arch_families() {
+  local found pairs=()
+  if [ -z "${TEACHER_ARCH_OPTION:-}${STUDENT_ARCH_OPTION:-}" ] && [[ "$TEACHER_ARCH" == luong_lstm_* ]] &&
+     [[ "${STUDENT_ARCH:-luong_lstm_}" == luong_lstm_* ]]; then
+    TEACHER_FAMILY=lstm STUDENT_FAMILY=lstm TEACHER_FAST=seqkd
+    return
+  fi
+  pairs=(--teacher-arch "$TEACHER_ARCH")
+  [ -n "${TEACHER_ARCH_OPTION:-}" ] || pairs[0]="TEACHER_ARCH of preset ${preset:-?}:"
+  if [ -n "${STUDENT_ARCH:-}" ]; then  # (unset where only the engine is chosen: tests)
+    pairs+=(--student-arch "$STUDENT_ARCH")
+    [ -n "${STUDENT_ARCH_OPTION:-}" ] || pairs[2]="STUDENT_ARCH of preset ${preset:-?}:"
+  fi
+  found=$("$PYTHON" -c "$ARCH_LOOKUP" "${user_dir:-}" "${pairs[@]}") || exit 2
+  read -r TEACHER_FAMILY TEACHER_FAST STUDENT_FAMILY _ <<< "$found"
+}
+
+# choose_engine: ENGINE (and ENGINE_WHY) for the teacher when --engine was not given: the fastest engine whose
+# float32 output is the teacher's beam search output (docs/engines.md), by the teacher's fairseq model
+# (arch_families), whatever its architecture is called
 choose_engine() {
   ENGINE_WHY="--engine"
   [ -n "$ENGINE" ] && return
-  case "$TEACHER_ARCH" in
-    luong_lstm_*|lstm|lstm_*)
+  [ -n "${TEACHER_FAST:-}" ] || arch_families
+  case "$TEACHER_FAST" in
+    seqkd)
       if [ "$GPUS" -eq 0 ]; then
         ENGINE=seqkd ENGINE_WHY="default for an LSTM teacher on the CPU"
       else
         ENGINE=fairseq ENGINE_WHY="default for an LSTM teacher on a GPU, where seqkd's speed is not measured yet"
       fi ;;
-    transformer*|bart_*|multilingual_transformer*)
+    ctranslate2)
       if "$PYTHON" -c "import ctranslate2" 2>/dev/null; then
         ENGINE=ctranslate2 ENGINE_WHY="default for a Transformer teacher"
       else
-        ENGINE=fairseq ENGINE_WHY="ctranslate2 is not installed: pip install 'fairseq-seqkd[fast]'"
+        ENGINE=fairseq ENGINE_WHY="ctranslate2 is not installed: pip install ctranslate2"
       fi ;;
-    *) ENGINE=fairseq ENGINE_WHY="default for a $TEACHER_ARCH teacher" ;;
+    *) ENGINE=fairseq ENGINE_WHY="default for a $TEACHER_ARCH teacher ($TEACHER_FAMILY model)" ;;
   esac
 }
 
 recipe_setup() {
+  # --teacher-arch/--student-arch/--teacher-args/--student-args over the preset's choices, checked before anything
+  # runs (fairseq and hydra warn about their own deprecations on every start; keep the logs readable)
+  export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}
+  TEACHER_ARCH=${TEACHER_ARCH_OPTION:-$TEACHER_ARCH} STUDENT_ARCH=${STUDENT_ARCH_OPTION:-$STUDENT_ARCH}
+  TEACHER+=("${TEACHER_ARGS[@]}") STUDENT+=("${STUDENT_ARGS[@]}") TEACHER_FAST=""
+  arch_families
   DEVICE=(--cpu)
   [ "$GPUS" -gt 0 ] && DEVICE=()
   SHARDS=$(( GPUS > 1 ? GPUS : 1 ))
@@ -159,8 +242,6 @@ recipe_setup() {
   # choosing settings on the validation split and reporting the test split share the trained models
   RESULTS=""
   [ "$EVAL_SUBSET" = test ] || RESULTS="/$EVAL_SUBSET"
-  # fairseq and hydra warn about their own deprecations on every start; keep the logs readable.
-  export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}
   run="$workdir" STEP_PREFIX="" STEP_PREFIX_TITLE="" timings="$workdir/timings.txt" RUN_EVALS=() REPORTS=() RUNS=()
   # the plan is written to NEW_PLAN; the runner replaces PLAN by it once it holds PLAN's lock (finish), so a
   # recipe started while another one runs on the same WORKDIR never touches the running plan
@@ -255,7 +336,8 @@ evaluate() {
 # run_pipeline: every method of the paper for each seed (--seed/--seeds), in the order that keeps a 2-core
 # machine busy: the teacher beside the baseline, then the distilled corpora, then students side by side.
 run_pipeline() {
-  # the rows the reports compare the students with (seqkd-report matches them by their exact names)
+  # the rows the reports compare the students with (seqkd-report matches them by their exact names): "1x256" for
+  # luong_lstm_1x256, any other architecture by its name ("Teacher transformer_teacher_bible")
   t_name="Teacher ${TEACHER_ARCH#luong_lstm_}" s_name="Baseline ${STUDENT_ARCH#luong_lstm_}"
   for seed in "${SEEDS[@]}"; do
     if [ "$STUDY" -eq 1 ]; then
@@ -336,5 +418,6 @@ finish() {
   [ "$dry" -eq 1 ] && return
   echo "# $(date -u +%FT%TZ) $(basename "$(dirname "$0")") preset $preset, seeds ${SEEDS[*]}" >> "$timings"
   trap - EXIT  # the runner takes NEW_PLAN over (and removes it if it refuses)
-  exec "$PYTHON" -m fairseq_seqkd.workflow "$PLAN" --new-plan "$NEW_PLAN" --jobs "$JOBS" --timings "$timings"
+  exec "$PYTHON" -m fairseq_seqkd.workflow "$PLAN" --new-plan "$NEW_PLAN" --jobs "$JOBS" --timings "$timings" \
+    --unit-step "$([ "$STUDY" -eq 1 ] && printf 'seed %s: ' "${SEEDS[0]}")train teacher"  # the cost's unit
 }

@@ -1,4 +1,5 @@
-"""The Luong LSTM architectures: sizes, defaults, equations, incremental decoding."""
+"""The Luong LSTM architectures: sizes, defaults, equations, incremental decoding; the Transformer shapes
+(transformer_students): sizes, defaults, training."""
 
 import argparse
 
@@ -9,7 +10,9 @@ from fairseq.data import Dictionary
 from fairseq.models import ARCH_MODEL_REGISTRY, ARCH_CONFIG_REGISTRY
 from fairseq.models.lstm import LSTMModel
 
+import toydata
 from fairseq_seqkd.models.luong_lstm import LUONG_SHAPES
+from fairseq_seqkd.models.transformer_students import TRANSFORMER_SHAPES
 
 
 def make_dict(size):
@@ -168,3 +171,69 @@ def test_incremental_decoding_scores_equal_full_scoring(toy_model, toy_data):
                 torch.testing.assert_close(hypo["positional_scores"], full, rtol=1e-4, atol=1e-4)
                 checked += 1
     assert checked == 4 * sample["nsentences"]
+
+
+# -- the Transformer shapes (fairseq_seqkd/models/transformer_students.py) ------------------------------------
+
+
+def transformer_param_formula(encoder_layers, decoder_layers, d, f, vs, vt, share="none"):
+    """Parameters of a post-norm fairseq Transformer, counted from its layers (independent oracle): every
+    projection has a bias, every layer norm a gain and a bias, the positions are sinusoidal (no parameters).
+    share: "none" (three embedding tables), "decoder" (decoder input = output projection), "all" (one table)."""
+    attention = 4 * (d * d + d)  # query, key, value and output projections
+    norm = 2 * d
+    ffn = (d * f + f) + (f * d + d)
+    encoder_layer = attention + norm + ffn + norm
+    decoder_layer = attention + norm + attention + norm + ffn + norm  # self-attention, encoder attention, FFN
+    embeddings = {"none": vs * d + 2 * vt * d, "decoder": vs * d + vt * d, "all": vs * d}[share]
+    return encoder_layers * encoder_layer + decoder_layers * decoder_layer + embeddings
+
+
+@pytest.mark.parametrize("arch,vocab,share,expected", [
+    # the Bible preset's sizes: one joint vocabulary of 2,000 subwords, every embedding shared
+    ("transformer_student_bible", 2000, "all", 1_115_392),
+    ("transformer_teacher_bible", 2000, "all", 4_465_664),
+    # the demo's two vocabularies of 2,000 (--student-arch on the demo preset), nothing shared
+    ("transformer_student_bible", 2000, "none", 1_627_392),
+    ("transformer_teacher_bible", 2000, "decoder", 4_977_664),  # as trained in BENCHMARKS.md
+    # Bergamot's student.tiny11 with its 32k joint vocabulary (Bergamot: ~17M, with an SSRU decoder)
+    ("transformer_student_tiny", 32000, "all", 17_138_688),
+    ("transformer_student_tiny", 32000, "none", 33_522_688),
+])
+def test_transformer_parameter_counts(arch, vocab, share, expected):
+    options = {"all": {"share_all_embeddings": True}, "decoder": {"share_decoder_input_output_embed": True},
+               "none": {}}[share]
+    model, args, _ = build(arch, vocab, vocab, device="meta", **options)
+    n = sum(p.numel() for p in model.parameters())  # parameters() counts a shared tensor once
+    assert n == transformer_param_formula(*TRANSFORMER_SHAPES[arch][:4], vocab, vocab, share) == expected
+    enc, dec, d, f, heads = TRANSFORMER_SHAPES[arch]
+    assert (args.encoder_layers, args.decoder_layers, len(model.encoder.layers), len(model.decoder.layers)) == \
+        (enc, dec, enc, dec)
+    assert args.encoder_embed_dim == args.decoder_embed_dim == d and args.decoder_ffn_embed_dim == f
+    assert args.encoder_attention_heads == args.decoder_attention_heads == heads
+
+
+def test_transformer_shapes_are_deep_encoder_shallow_decoder_and_overridable():
+    assert {name: shape[:2] for name, shape in TRANSFORMER_SHAPES.items()} == {
+        "transformer_student_tiny": (6, 2), "transformer_student_bible": (3, 1), "transformer_teacher_bible": (3, 3)}
+    _, args, _ = build("transformer_student_bible", decoder_layers=2, dropout=0.3)
+    assert (args.encoder_layers, args.decoder_layers, args.dropout) == (3, 2, 0.3)
+    _, args, _ = build("transformer_student_tiny")  # fairseq's defaults below the shape: post-norm, no tying
+    assert not args.encoder_normalize_before and not args.share_all_embeddings
+    assert not args.share_decoder_input_output_embed and args.dropout == 0.1
+
+
+def test_the_bible_student_trains_on_toy_data(toy_data, tmp_path):
+    """fairseq-train builds transformer_student_bible from its name and trains it (2 updates)."""
+    path = toydata.train(toy_data, str(tmp_path), ["--arch", "transformer_student_bible", "--lr", "0.001",
+                                                   "--max-update", "2", "--cpu"], max_epoch=1)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    assert state["optimizer_history"][-1]["num_updates"] == 2
+    assert state["cfg"]["model"].arch == "transformer_student_bible"
+    weights = state["model"]
+    assert {k.split(".")[2] for k in weights if k.startswith("encoder.layers.")} == {"0", "1", "2"}
+    assert {k.split(".")[2] for k in weights if k.startswith("decoder.layers.")} == {"0"}
+    vs, vt = weights["encoder.embed_tokens.weight"].shape[0], weights["decoder.embed_tokens.weight"].shape[0]
+    params = sum(t.numel() for k, t in weights.items() if not k.endswith(".version"))  # (fairseq's format marks)
+    assert params == transformer_param_formula(3, 1, 128, 512, vs, vt)
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())

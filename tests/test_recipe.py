@@ -203,12 +203,104 @@ def test_every_command_of_the_recipe_parses(preset, tmp_path):
     assert os.listdir(tmp_path) == []  # a dry run writes nothing
 
 
+def trainings(parsed):
+    """{model folder: fairseq-train arguments} of a parsed plan."""
+    return {os.path.basename(a.save_dir): a for a in parsed if hasattr(a, "arch")}
+
+
+#: the demo preset's student options, as the plan prints them
+STUDENT_DEMO = ("--optimizer adam --dropout 0.3 --lr 0.005 --max-tokens 500 --lr-scheduler polynomial_decay "
+                "--warmup-updates 50 --max-update 4000 --total-num-update 4000")
+
+
+def test_any_architecture_and_its_options_replace_the_presets(tmp_path):
+    """--teacher-arch/--student-arch replace the preset's architectures, --teacher-args/--student-args add to its
+    options (split at white space, quotes and globs kept as they are), each for its own models only."""
+    lines = dry_run(RUN, "--preset", "demo", "--workdir", str(tmp_path), "--teacher-arch", "transformer",
+                    "--student-arch", "transformer_student_bible", "--teacher-args",
+                    "--encoder-layers 2  --adam-betas (0.9,0.98)\n--lr 0.0005", "--student-args", " --dropout 0.1 ",
+                    "--student-args", "--share-decoder-input-output-embed")
+    assert lines[0] == "# the teacher's beam search over the training set: --engine ctranslate2 (default for a " \
+        "Transformer teacher)"  # a fairseq transformer, whatever its name (ctranslate2 is installed)
+    parsed = parse_commands("\n".join(lines))
+    models = trainings(parsed)
+    teacher = models.pop("teacher")
+    assert (teacher.arch, teacher.encoder_layers, teacher.decoder_layers) == ("transformer", 2, 6)
+    assert (teacher.adam_betas, teacher.lr, teacher.dropout) == ("(0.9,0.98)", [0.0005], 0.2)  # the preset's dropout
+    assert not teacher.share_decoder_input_output_embed
+    assert sorted(models) == ["baseline", "baseline+seq-inter", "pruned-50", "seq-kd", "seq-kd+seq-inter+word-kd",
+                              "seq-kd+word-kd", "word-kd"]
+    for name, student in models.items():  # every student, fine-tuned and retrained ones too
+        assert (student.arch, student.encoder_layers, student.decoder_layers) == ("transformer_student_bible", 3, 1)
+        assert student.dropout == 0.1 and student.share_decoder_input_output_embed, name
+        assert student.adam_betas != "(0.9,0.98)" and student.lr != [0.0005], name  # not the teacher's options
+    assert models["baseline+seq-inter"].lr == [0.001]  # the preset's FINETUNE comes after --student-args
+    distills = [a for a in parsed if hasattr(a, "stop_after_batches") and hasattr(a, "beam")]
+    assert len(distills) == 2 and all(a.engine == "ctranslate2" for a in distills)
+    (report,) = [a for a in parsed if hasattr(a, "runs")]
+    assert (report.teacher, report.baseline) == ("Teacher transformer", "Baseline transformer_student_bible")
+    # an LSTM teacher of any name: our exact decoder; the options' words as they were given
+    lines = dry_run(RUN, "--preset", "demo", "--workdir", str(tmp_path), "--teacher-arch", "lstm_luong_wmt_en_de",
+                    "--student-args", "--share-decoder-input-output-embed *", "--student-arch", "transformer")
+    assert lines[0].endswith("--engine seqkd (default for an LSTM teacher on the CPU)")
+    (baseline,) = [line for line in lines if line.startswith("[train baseline] ")]
+    assert baseline.endswith(" --arch transformer " + STUDENT_DEMO + " --share-decoder-input-output-embed \\* ")
+    assert "Teacher\\ lstm_luong_wmt_en_de --baseline Baseline\\ transformer " in lines[-1]
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("option,arch,why", [
+    ("--teacher-arch", "transformr", "not a registered fairseq architecture (did you mean transformer"),
+    ("--student-arch", "luong_lstm_3x3", "not a registered fairseq architecture (did you mean luong_lstm_"),
+    ("--student-arch", "transformer_lm", "a transformer_lm model, not an encoder-decoder (did you mean"),
+])
+def test_an_unknown_architecture_is_refused_before_anything_runs(option, arch, why, tmp_path):
+    env = dict(os.environ, PATH=toydata.VENV_BIN + os.pathsep + os.environ["PATH"])
+    proc = subprocess.run(["bash", RUN, "--preset", "tiny", "--workdir", str(tmp_path / "w"), option, arch],
+                          capture_output=True, text=True, cwd=toydata.REPO, env=env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(f"error: {option} {arch}: {why}")
+    assert os.listdir(tmp_path) == []  # not even the work folder
+
+
+def test_the_transformer_preset_plan(tmp_path):
+    """The transformer preset: every step of the demo but pruning, on a joint vocabulary with shared embeddings,
+    a Transformer teacher decoded by ctranslate2 and deep-encoder/shallow-decoder Transformer students."""
+    demo = [step_name(line) for line in dry_run(RUN, "--preset", "demo", "--workdir", str(tmp_path))[1:]]
+    lines = dry_run(RUN, "--preset", "transformer", "--workdir", str(tmp_path))
+    assert lines[0] == "# the teacher's beam search over the training set: --engine ctranslate2 (default for a " \
+        "Transformer teacher)"
+    # no pruning rows: seqkd-prune cannot prune shared embeddings yet (the preset says why)
+    assert [step_name(line) for line in lines[1:]] == [n for n in demo if "prune" not in n]
+    parsed = parse_commands("\n".join(lines))
+    assert len(parsed) == len(lines) - 1
+    prepare = parsed[0]
+    assert prepare.joint_vocab and prepare.vocab_size == 2000 and prepare.train_size == 7000
+    models = trainings(parsed)
+    assert len(models) == 7 and all(a.share_all_embeddings for a in models.values())
+    teacher = models.pop("teacher")
+    assert teacher.arch == "transformer_teacher_bible" and teacher.criterion == "label_smoothed_cross_entropy"
+    assert (teacher.max_update, teacher.lr, teacher.lr_scheduler, teacher.clip_norm) == (1800, [0.001],
+                                                                                         "inverse_sqrt", 1.0)
+    assert all(a.arch == "transformer_student_bible" for a in models.values())
+    assert sorted(a.criterion for a in models.values()) == ["cross_entropy"] * 3 + ["word_kd"] * 3
+    assert all(a.kd_topk_store for a in models.values() if a.criterion == "word_kd")  # the teacher's top 64
+    distills = [a for a in parsed if hasattr(a, "stop_after_batches") and hasattr(a, "beam")]
+    assert [(a.beam, a.engine) for a in distills] == [(5, "ctranslate2"), (6, "ctranslate2")]
+    (report,) = [a for a in parsed if hasattr(a, "runs")]
+    assert (report.teacher, report.baseline) == ("Teacher transformer_teacher_bible",
+                                                 "Baseline transformer_student_bible")
+    assert os.listdir(tmp_path) == []
+
+
 MULTI_STEPS = ["train.nbest data", "train.mbr data", "train seq-kd-nbest", "train seq-kd-mbr", "eval seq-kd-nbest",
                "eval seq-kd-mbr"]
 
 
 def dry_run(script, *argv):
-    proc = subprocess.run(["bash", script, *argv, "--dry-run"], capture_output=True, text=True, cwd=toydata.REPO)
+    env = dict(os.environ, PATH=toydata.VENV_BIN + os.pathsep + os.environ["PATH"])  # (the architectures' lookup)
+    proc = subprocess.run(["bash", script, *argv, "--dry-run"], capture_output=True, text=True, cwd=toydata.REPO,
+                          env=env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
 
@@ -350,6 +442,24 @@ def test_paper_recipe_commands_parse(name, gpus, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_paper_recipe_takes_any_architecture(tmp_path):
+    """--teacher-arch/--student-arch/--*-args in the paper recipes; WMT14's 2x300 student gets the students'
+    options, and is left out with another student architecture (its options would not fit an LSTM)."""
+    run = os.path.join(toydata.REPO, "examples", "wmt14_en_de", "run.sh")
+    argv = ["--corpus-dir", str(tmp_path / "c"), "--workdir", str(tmp_path / "w")]
+    lines = dry_run(run, *argv, "--teacher-arch", "transformer_wmt_en_de", "--student-arch", "transformer_student_tiny",
+                    "--student-args", "--share-decoder-input-output-embed")
+    assert lines[0].endswith("--engine ctranslate2 (default for a Transformer teacher)")
+    models = trainings(parse_commands("\n".join(lines)))
+    assert models.pop("teacher").arch == "transformer_wmt_en_de" and not any("2x300" in n for n in models)
+    assert all(a.arch == "transformer_student_tiny" and a.share_decoder_input_output_embed for a in models.values())
+    assert all(a.optimizer == "sgd" and a.max_epoch in (13, 3) for a in models.values())  # the paper's schedule
+    models = trainings(parse_commands("\n".join(dry_run(run, *argv, "--student-args", "--dropout 0.2"))))
+    assert [models[n].arch for n in sorted(models) if "2x300" in n] == ["luong_lstm_2x300"] * 2
+    assert models["teacher"].dropout == 0.3 and all(a.dropout == 0.2 for n, a in models.items() if n != "teacher")
+    assert os.listdir(tmp_path) == []
+
+
 def test_paper_recipe_with_multi_on_four_gpus(tmp_path):
     run = os.path.join(toydata.REPO, "examples", "wmt14_en_de", "run.sh")
     argv = ["--corpus-dir", str(tmp_path / "c"), "--workdir", str(tmp_path / "w"), "--gpus", "4"]
@@ -452,7 +562,10 @@ def test_recipes_pick_the_fastest_exact_engine_for_their_teacher(tmp_path):
     no_ct2.write_text('#!/bin/sh\ncase "$*" in *ctranslate2*) exit 1 ;; esac\nexec python3 "$@"\n')
     no_ct2.chmod(0o755)
     assert engine_choice("transformer", "0", str(no_ct2)) == (
-        "fairseq", "ctranslate2 is not installed: pip install 'fairseq-seqkd[fast]'")
-    assert engine_choice("fconv_iwslt_de_en")[0] == "fairseq"
+        "fairseq", "ctranslate2 is not installed: pip install ctranslate2")
+    assert engine_choice("fconv_iwslt_de_en") == ("fairseq", "default for a fconv_iwslt_de_en teacher (fconv model)")
+    # by the teacher's fairseq model, whatever the architecture's name: fairseq's and ours
+    assert engine_choice("transformer_iwslt_de_en")[0] == engine_choice("transformer_student_tiny")[0] == "ctranslate2"
+    assert engine_choice("lstm_luong_wmt_en_de")[0] == "seqkd"
     # --engine wins over the default
     assert engine_choice("luong_lstm_2x500", "0", "python3", "--engine", "fairseq") == ("fairseq", "--engine")

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The Spanish→English Bible recipe: every method of Kim & Rush (2016) on one corpus, then a report.
 #
-#   examples/bible/run.sh [--preset demo|full|tiny] [--workdir DIR] [--dry-run] [--gpus N] [--jobs N]
+#   examples/bible/run.sh [--preset demo|full|tiny|transformer] [--workdir DIR] [--dry-run] [--gpus N] [--jobs N]
 #                         [--seed N | --seeds N N ...] [--eval-subset valid|test] [--engine E [--engine-quantize Q]]
 #                         [--src FILE --tgt FILE --src-lang xx --tgt-lang yy] [--title TEXT] [--with-multi]
+#                         [--teacher-arch A] [--student-arch B] [--teacher-args "OPTIONS"] [--student-args "OPTIONS"]
 #
-# demo: a deliberately small problem for a 2-core laptop CPU (make demo; under 20 minutes).
+# demo: a deliberately small problem for a 2-core laptop CPU (make demo; 2-core CPUs differ by 2x: its teacher took 427 s on one, 845 s on another).
 # full: paper-like proportions (all verses, 8k subwords, 2x500 teacher, 2x100 students, K=35); for a GPU.
 # tiny: a few hundred sentences and minute models; runs every step in a few minutes (tests).
+# transformer: the demo's corpus with one joint vocabulary, a Transformer teacher (transformer_teacher_bible) and
+#   deep-encoder/shallow-decoder Transformer students (transformer_student_bible); not yet tuned (see the preset).
+# --teacher-arch/--student-arch: any fairseq architecture instead of the preset's; --teacher-args/--student-args
+#   "OPTIONS": more fairseq-train options for it, split at white space (examples/pipeline.sh, docs/recipes.md).
 # --seeds: the multi-seed study (examples/bible/study.sh): one run per seed in WORKDIR/seed-N on the same
 #   corpus split, and a report over the seeds (mean ± sd, paired differences) in WORKDIR.
 # --src/--tgt: your own parallel text instead of the Bible (any preset); --title names it in the reports.
@@ -63,6 +68,28 @@ case "$preset" in
     KD=(--kd-alpha 0.5) KD_STORE=64; EVAL=(--speed-sentences 25 --speed-repeats 3)
     PRUNE_RATIOS="50"
     DISTILL=(--max-tokens 6000 --max-len-a 1.2 --max-len-b 10) ;;
+  transformer)
+    # The demo's corpus and budget shape with Transformers (docs/architectures.md): one joint vocabulary of 2k
+    # subwords, every embedding shared; teacher transformer_teacher_bible (3+3 layers of 256, 4.5M parameters),
+    # students transformer_student_bible (3 encoder layers and 1 decoder layer of 128, 1.1M: the size of the demo's
+    # 1x128 LSTM students). The teacher's schedule is the one a 3+3x256 Transformer was trained with on the demo's
+    # corpus before (BENCHMARKS.md: 1,800 updates, 28 minutes on one thread, validation perplexity 14.2, with the
+    # demo's two 2k vocabularies); the students take it without label smoothing. None of these settings (the
+    # vocabulary, the sizes, the students' schedule, FINETUNE, KD, INTER_K) has been chosen on the validation split
+    # yet, as the demo's were (docs/demo_design.md): a first setting, to be measured (--eval-subset valid).
+    # No pruning rows: seqkd-prune masks a shared embedding under each of its names (encoder, decoder, output
+    # projection) and the retraining refuses the masks of the names it does not hold (fairseq_seqkd/pruning.py).
+    PREPARE=(--max-words 16 --train-size 7000 --valid-size 250 --test-size 250 --vocab-size 2000 --joint-vocab)
+    ADAM=(--share-all-embeddings --optimizer adam --adam-betas "(0.9,0.98)" --lr 0.001 --lr-scheduler inverse_sqrt
+      --warmup-updates 300 --dropout 0.2 --max-tokens 2000 --clip-norm 1 --max-update 1800)
+    TEACHER_ARCH=transformer_teacher_bible TEACHER=("${ADAM[@]}" --criterion label_smoothed_cross_entropy
+      --label-smoothing 0.1)
+    STUDENT_ARCH=transformer_student_bible STUDENT=("${ADAM[@]}")
+    FINETUNE=(--lr 0.0003 --warmup-updates 50 --max-update 300)
+    RETRAIN=(--lr 0.0003 --warmup-updates 50 --max-update 400); INTER_K=6
+    KD=(--kd-alpha 0.5) KD_STORE=64; EVAL=(--speed-sentences 25 --speed-repeats 3)
+    PRUNE_RATIOS=""
+    DISTILL=(--max-tokens 6000 --max-len-a 1.2 --max-len-b 10) ;;
   full)
     PREPARE=(--vocab-size 8000)
     TEACHER_ARCH=luong_lstm_2x500 TEACHER=(--optimizer adam --lr 0.002 --max-epoch 13 --max-tokens 8000)
@@ -70,7 +97,7 @@ case "$preset" in
     FINETUNE=(--lr 0.0005 --max-epoch 3); RETRAIN=(--lr 0.0005 --max-epoch 3); INTER_K=35
     KD=(--kd-alpha 0.5); EVAL=(--speed-sentences 300)
     DISTILL=(--max-tokens 6000 --max-len-a 1.2 --max-len-b 10) ;;
-  *) echo "error: unknown preset '$preset' (demo, full or tiny)" >&2; exit 2 ;;
+  *) echo "error: unknown preset '$preset' (demo, full, tiny or transformer)" >&2; exit 2 ;;
 esac
 
 data="$workdir/data" DATA="$workdir/data/bin" RAW="$workdir/data/raw"

@@ -15,8 +15,10 @@ DOWNLOADS=(http://www.statmt.org/wmt13/training-parallel-europarl-v7.tgz
            http://www.statmt.org/wmt14/dev.tgz
            http://www.statmt.org/wmt14/test-full.tgz)
 # The paper's smaller student: 2x300 with Seq-KD + Word-KD, fine-tuned on the Seq-Inter data (run by
-# run_pipeline for every seed, before the report).
+# run_pipeline for every seed, before the report); with the students' options (--student-args too), and left out
+# with --student-arch (another architecture than the paper's LSTMs: its options would not fit a 2x300 LSTM).
 recipe_models() {
+  [ -z "$STUDENT_ARCH_OPTION" ] || return 0
   local small=(--arch luong_lstm_2x300 "${STUDENT[@]}")
   [ "$preset" = paper ] || small=(--arch "$STUDENT_ARCH" "${STUDENT[@]}")
   train 2x300-seq-kd+word-kd "$run/data-seqkd" "train.seqkd data" "${small[@]}" --criterion word_kd \

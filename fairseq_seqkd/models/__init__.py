@@ -1,3 +1,3 @@
 """Models and architectures (fairseq also imports every module here for --user-dir)."""
 
-from . import luong_lstm  # noqa: F401
+from . import luong_lstm, transformer_students  # noqa: F401

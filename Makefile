@@ -1,16 +1,21 @@
 # fairseq-seqkd: the two commands of the README.
 #   make test   set up .venv and run the tests
-#   make test-fast   the tests not marked slow (a developer's quick check, under 2 minutes on 2 cores)
+#   make test-fast   the tests not marked slow (a developer's quick check, about 4-5 minutes on 2 cores)
 #   make demo   set up .venv and run the Bible recipe's demo preset into runs/demo
-# Variables a user may override: PYTHON, VENV, TORCH (e.g. TORCH="torch==2.5.1" or a CUDA build).
+# Variables a user may override: PYTHON, VENV, TORCH (e.g. TORCH="torch==2.5.1" or a CUDA build),
+# TORCH_INDEX (the package index torch alone is installed from, e.g.
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU-only wheel; empty: pip's own index,
+# where Linux's torch is a CUDA build of several GB).
 
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
 FAIRSEQ ?= fairseq-fixed==0.12.3.1
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
+TORCH_FROM := $(if $(strip $(TORCH_INDEX)),--index-url $(TORCH_INDEX))
 STAMP := $(VENV)/.seqkd-installed
 
 .PHONY: install test test-fast demo clean-venv
@@ -21,7 +26,8 @@ install: $(STAMP)
 # isolation so that it uses the torch installed here (and pip caches the wheel).
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install "$(TORCH)" numpy cython setuptools wheel
+	$(BIN)/python -m pip install $(TORCH_FROM) "$(TORCH)"
+	$(BIN)/python -m pip install numpy cython setuptools wheel
 	$(BIN)/python -m pip install --no-build-isolation "$(FAIRSEQ)"
 	$(BIN)/python -m pip install -e ".[test,bible,fast]"
 	touch $@

@@ -9,9 +9,8 @@ documentation is tested"):
    lowercased, every character that is not a letter, digit, ``_``, ``-`` or space dropped, spaces
    turned into ``-``, and ``-1``, ``-2`` ... appended to repeated headings.
 
-2. Commands. In every ```` ```bash ```` block of README.md and docs/*.md (not BENCHMARKS.md, whose
-   blocks run benchmark scripts), every ``seqkd-*`` and ``fairseq-*`` command must exist and accept
-   every option it is given. The options a tool accepts are those its own argument parser defines
+2. Commands. In every ```` ```bash ```` block of README.md, BENCHMARKS.md and docs/*.md, every
+   ``seqkd-*`` and ``fairseq-*`` command must exist and accept every option it is given. The options a tool accepts are those its own argument parser defines
    (what its ``--help`` lists), built in this process:
 
    - ``seqkd-*``: the console script's module's ``get_parser()`` (the entry point in setup.py);
@@ -34,7 +33,11 @@ documentation is tested"):
    root); their options must be among those named by their ``--help`` output (run only when the script
    mentions ``--help`` or ``usage``) and the ``--option)`` patterns of the script and of the files it
    sources; study.sh and gpu.sh also take run.sh's options, prepare.sh seqkd-prepare's (they pass them
-   on). ``make TARGET`` must name a target of the Makefile.
+   on). ``make TARGET`` must name a target of the Makefile, ``make VAR=value`` a variable it defines.
+   A beam search keeps at most ``--beam`` hypotheses: ``--nbest K`` (a number) needs ``--beam`` ≥ K
+   (seqkd-distill's and fairseq's default beam: 5), in shell blocks and in code spans of the prose.
+   Every fenced code block names its language (``bash``, ``text``, ...), so that no command hides in an
+   unchecked block.
 
 3. Runnable blocks. A ```` ```bash ```` block whose first line is ``# test: tiny`` runs for real
    (marked slow). All such blocks of one page run in order as one bash script under
@@ -56,8 +59,17 @@ documentation is tested"):
 
 4. Blocks whose first line is ``# test: skip`` are exempt from 2 and 3 (for what cannot be checked,
    such as a scheduler's job script); text that is not a command belongs in ```` ```text ```` blocks.
+
+5. Statements that drift (issue 33): no page or message tells users to ``pip install`` a
+   ``fairseq-seqkd`` distribution (none is published); the README's prerequisites name the Debian
+   packages the Bible recipe installs; every row of the README's result tables is in docs/results.md;
+   a speed table of the int8 decoder says which ``--int8-activations`` mode it was measured in; the
+   Makefile's ``TORCH_INDEX`` changes the torch install and nothing else; and
+   ``examples/bible/gpu.sh --pack`` downloads every package the plugin imports at run time, and what
+   those need, except the GPU machine's own torch and numpy (``--run`` installs with ``--no-deps``).
 """
 
+import ast
 import contextlib
 import functools
 import glob
@@ -67,6 +79,7 @@ import io
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -79,7 +92,7 @@ VENV_BIN = toydata.VENV_BIN
 
 LINK_PAGES = ["README.md", "BENCHMARKS.md", *sorted(os.path.relpath(p, REPO)
                                                     for p in glob.glob(os.path.join(REPO, "docs", "*.md")))]
-COMMAND_PAGES = [p for p in LINK_PAGES if p != "BENCHMARKS.md"]
+COMMAND_PAGES = LINK_PAGES
 
 TINY, SKIP = "# test: tiny", "# test: skip"
 
@@ -396,9 +409,36 @@ def make_targets():
     return set(re.findall(r"^([\w.-]+)\s*:(?!=)", read("Makefile"), re.M))
 
 
+@functools.lru_cache(maxsize=None)
+def make_variables():
+    return set(re.findall(r"^([A-Za-z_]\w*)\s*[?:+]?=", read("Makefile"), re.M))
+
+
+#: The default --beam of the tools that take --nbest (seqkd-distill, fairseq-generate, fairseq-interactive).
+DEFAULT_BEAM = 5
+NBEST_TOOLS = {"seqkd-distill", "fairseq-generate", "fairseq-interactive"}
+
+
+def nbest_problems(words):
+    """``--nbest K`` larger than the ``--beam`` beside it (or the default beam): a beam search keeps at
+    most ``--beam`` hypotheses, and the tools refuse it."""
+    values = {}
+    for i, word in enumerate(words):
+        name, eq, value = word.partition("=")
+        if name in ("--nbest", "--beam"):
+            value = value if eq else (words[i + 1] if i + 1 < len(words) else "")
+            values[name] = int(value) if value.isdigit() else None
+    nbest, beam = values.get("--nbest"), values.get("--beam", DEFAULT_BEAM)
+    if nbest is not None and beam is not None and nbest > beam:
+        return [f"--nbest {nbest} with --beam {beam}: at most --beam hypotheses (give --beam {nbest})"]
+    return []
+
+
 def command_problems(name, args):
     """What is wrong with one command of a shell block (an empty list: nothing)."""
     given = options_given(args)
+    if name in NBEST_TOOLS and nbest_problems(args):
+        return [f"{name}: {p}" for p in nbest_problems(args)]
     if name.startswith("seqkd-"):
         accepted = seqkd_options(name)
         if accepted is None:
@@ -418,8 +458,10 @@ def command_problems(name, args):
     if name in ("python", "python3") and args and args[0].endswith(".py"):
         name, args, given = args[0], args[1:], options_given(args[1:])
     elif name == "make":
-        return [f"make: no target {t}" for t in args if "=" not in t and not t.startswith("-")
-                and t not in make_targets()]
+        return ([f"make: no target {t}" for t in args if "=" not in t and not t.startswith("-")
+                 and t not in make_targets()]
+                + [f"make: no variable {t.split('=', 1)[0]} in the Makefile" for t in args
+                   if re.match(r"^[A-Za-z_]\w*=", t) and t.split("=", 1)[0] not in make_variables()])
     elif not (name.endswith(".sh") or name.endswith(".py")):
         return []  # cp, cat, pip, ...: not ours
     if not os.path.isfile(os.path.join(REPO, name)):
@@ -470,6 +512,12 @@ def test_command_check_catches_mistakes():
         "examples/bible/run.sh: no option --no-such"]
     assert command_problems("examples/bible/study.sh", ["--seeds", "1", "2", "--with-multi", "--src-lang", "en"]) == []
     assert command_problems("make", ["no-such-target"]) == ["make: no target no-such-target"]
+    assert command_problems("make", ["test", "TORCH=torch==2.5.1"]) == []
+    assert command_problems("make", ["test", "NO_SUCH_VAR=1"]) == ["make: no variable NO_SUCH_VAR in the Makefile"]
+    assert command_problems("seqkd-distill", ["DATA", "--nbest", "35", "--select", "seq-inter"]) == [
+        "seqkd-distill: --nbest 35 with --beam 5: at most --beam hypotheses (give --beam 35)"]
+    assert command_problems("seqkd-distill", ["DATA", "--beam", "35", "--nbest", "35"]) == []
+    assert nbest_problems(["--beam=8", "--nbest=9"]) and not nbest_problems(["--nbest", "K", "--beam", "5"])
 
 
 @pytest.mark.parametrize("page", COMMAND_PAGES)
@@ -481,6 +529,180 @@ def test_shell_commands_exist_and_take_their_options(page):
             if name:
                 problems += [f"{page}:{line} (block): {p}" for p in command_problems(name, args)]
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("page", LINK_PAGES)
+def test_code_blocks_name_their_language(page):
+    unnamed = [line for lang, line, _ in code_blocks(read(page)) if not lang]
+    assert not unnamed, f"{page}: code blocks without a language (bash, text, ...) at lines {unnamed}"
+
+
+def code_spans(text):
+    """(line number, text) of the inline code spans outside fenced blocks."""
+    for number, line in prose_lines(text):
+        for m in re.finditer(r"(`+)(.+?)\1", line):
+            yield number, m.group(2).strip()
+
+
+@pytest.mark.parametrize("page", LINK_PAGES)
+def test_code_spans_keep_nbest_within_the_beam(page):
+    problems = []
+    for number, span in code_spans(read(page)):
+        try:
+            words = shlex.split(span)
+        except ValueError:
+            continue
+        if words and (words[0] in NBEST_TOOLS or words[0].startswith("--")):
+            problems += [f"{page}:{number}: `{span}`: {p}" for p in nbest_problems(words)]
+    assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statements that drift (issue 33)
+
+
+def normalize(name):
+    """A distribution's name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_no_page_or_message_installs_an_unpublished_distribution():
+    """There is no ``fairseq-seqkd`` on PyPI: ``pip install ctranslate2``, or ``pip install -e '.[fast]'`` from
+    a checkout, not ``pip install 'fairseq-seqkd[fast]'``."""
+    files = LINK_PAGES + sorted(os.path.relpath(p, REPO) for pattern in ("fairseq_seqkd/**/*.py", "examples/**/*.sh")
+                                for p in glob.glob(os.path.join(REPO, pattern), recursive=True))
+    wrong = re.compile(r"pip install\s+(-\S+\s+)*['\"]?fairseq[-_]seqkd\b")
+    problems = [f"{f}:{n}: {line.strip()}" for f in files
+                for n, line in enumerate(read(f).split("\n"), 1) if wrong.search(line)]
+    assert not problems, "\n".join(problems)
+
+
+def test_readme_prerequisites_name_what_the_demo_installs():
+    readme = read("README.md")
+    packages = re.search(r'^\s*pkgs="([^"]+)"', read("examples/bible/prepare.sh"), re.M).group(1).split()
+    for needed in [*packages, "SWORD_PATH", "python3-venv", "build-essential", "python3-dev", "TORCH_INDEX"]:
+        assert needed in readme, f"the README's prerequisites do not name {needed}"
+
+
+def section_of(text, heading):
+    """The lines of the section under ``heading`` (a ``## `` heading), up to the next one."""
+    lines = text.split("\n")
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return lines[start + 1:end]
+
+
+def test_every_row_of_the_readmes_result_tables_is_in_results_md():
+    """The README says that every table is in docs/results.md: each of its rows, as it is."""
+    results = set(read("docs/results.md").split("\n"))
+    rows = [line for line in section_of(read("README.md"), "## Results")
+            if line.startswith("|") and not re.match(r"^\|[-|: ]+\|$", line)]
+    assert rows
+    missing = [row for row in rows if row not in results]
+    assert not missing, "rows of the README's results not in docs/results.md:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("page", LINK_PAGES)
+def test_int8_speed_tables_say_which_activation_mode(page):
+    """The int8 speed columns were measured with ``--int8-activations batch``; the default is ``sentence``
+    (8-26% slower): a section with such a table says so."""
+    text, problems = read(page), []
+    sections = re.split(r"^(?=##? )", text, flags=re.M)
+    for section in sections:
+        headers = [line for line in section.split("\n") if re.match(r"^\|.*int8.*\|$", line)
+                   and re.search(r"seqkd-translate \(int8\)|ours[ ,(]+int8", line)]
+        if headers and "--int8-activations batch" not in section:
+            problems.append(f"{page}: section {section.split(chr(10), 1)[0]!r}: an int8 speed table without "
+                            "the --int8-activations mode it was measured in")
+    assert not problems, "\n".join(problems)
+
+
+def test_makefile_torch_index_changes_only_the_torch_install(tmp_path):
+    if not shutil.which("make"):
+        pytest.skip("no make")
+
+    def dry_run(*variables):
+        proc = subprocess.run(["make", "-n", "install", f"VENV={tmp_path / 'venv'}", *variables], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return [line for line in proc.stdout.splitlines() if "pip install" in line]
+
+    default = dry_run()
+    assert default and not any("index-url" in line for line in default), default
+    url = "https://download.pytorch.org/whl/cpu"
+    cpu = dry_run(f"TORCH_INDEX={url}")
+    assert [line for line in cpu if url in line] == [line for line in cpu if '"torch' in line]
+    assert len(cpu) == len(default) and sum(url in line for line in cpu) == 1
+    assert f"--index-url {url}" in next(line for line in cpu if url in line)
+
+
+#: Packages the GPU machine of examples/bible/gpu.sh has (with whatever they need): it has torch.
+GPU_MACHINE_HAS = ("torch", "numpy")
+#: Imported only for an option (``--engine ctranslate2``), not by the Bible recipe.
+OPTIONAL_IMPORTS = {"ctranslate2"}
+
+
+def plugin_imports():
+    """Top-level names of the third-party modules that fairseq_seqkd imports."""
+    names = set()
+    for path in glob.glob(os.path.join(USER_DIR, "**", "*.py"), recursive=True):
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"fairseq_seqkd"} - OPTIONAL_IMPORTS
+
+
+def requirements(dist):
+    """The distributions ``dist`` requires (its markers evaluated here, no extras)."""
+    from packaging.requirements import Requirement
+
+    found = []
+    for text in importlib.metadata.requires(dist) or []:
+        req = Requirement(text)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            found.append(normalize(req.name))
+    return found
+
+
+def closure(dists, stop=()):
+    seen, todo = set(), [normalize(d) for d in dists]
+    while todo:
+        dist = todo.pop()
+        if dist in seen:
+            continue
+        seen.add(dist)
+        if dist not in stop:
+            todo += requirements(dist)
+    return seen
+
+
+def gpu_pack_list():
+    """What ``examples/bible/gpu.sh --pack`` downloads (names as pip compares them)."""
+    text = read("examples/bible/gpu.sh").replace("\\\n", " ")
+    pack = text[text.index("--pack)"):text.index(";;", text.index("--pack)"))]
+    words = []
+    for line in pack.split("\n"):
+        m = re.match(r'^\s*"\$\{pip\[@\]\}"\s+(.*)$', line) or re.match(r"^\s*for pkg in (.*?);", line)
+        if m:
+            words += [w for w in m.group(1).split() if not w.startswith(("-", ":", '"', "$"))]
+    return {normalize(w.split("==")[0]) for w in words}
+
+
+def test_gpu_pack_downloads_what_the_plugin_imports():
+    """``gpu.sh --run`` installs the packed wheels with ``--no-deps`` on a machine that has torch: every module
+    the plugin imports must come with them, and what those modules' distributions need in turn. fairseq's own
+    run-time imports are the pack list's first lines (its declared requirements, e.g. torchaudio, are not all
+    imported)."""
+    by_module = importlib.metadata.packages_distributions()
+    dists = {normalize(by_module[m][0]) for m in plugin_imports() if m in by_module}
+    machine = closure(GPU_MACHINE_HAS)
+    needed = closure(dists, stop={"fairseq-fixed"}) - machine
+    missing = sorted(needed - gpu_pack_list())
+    assert not missing, f"examples/bible/gpu.sh --pack does not download {missing}"
 
 
 # ---------------------------------------------------------------------------------------------------------------

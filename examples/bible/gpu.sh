@@ -14,6 +14,8 @@
 #
 # --jobs 4: one GPU trains up to four of the small students at the same time (they do not fill it).
 # PYTHON_TAG (default cp312) and PLATFORM (manylinux_2_17_x86_64) name the GPU machine's Python for --pack.
+# --pack downloads everything the plugin and fairseq import at run time and what those need in turn, except
+# torch and numpy (the GPU machine's own): --run installs with --no-deps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
@@ -24,8 +26,10 @@ case "$mode" in
     mkdir -p .whl
     pip=("$PYTHON" -m pip download --no-deps -d .whl)
     "${pip[@]}" --no-binary :all: fairseq-fixed==0.12.3.1 antlr4-python3-runtime==4.9.3
-    "${pip[@]}" hydra-core==1.3.2 omegaconf==2.3.0 pysword sacrebleu portalocker tabulate colorama tensorboardX
-    for pkg in bitarray lxml regex sentencepiece; do
+    "${pip[@]}" hydra-core==1.3.2 omegaconf==2.3.0 pysword sacrebleu portalocker tabulate colorama tensorboardX \
+      tqdm cycler pyparsing python-dateutil tzdata packaging
+    for pkg in bitarray lxml regex sentencepiece pyyaml scipy fastchrf \
+               matplotlib contourpy fonttools kiwisolver pillow; do
       "${pip[@]}" --python-version "${PYTHON_TAG:-cp312}" --implementation cp \
         --platform "${PLATFORM:-manylinux_2_17_x86_64}" --only-binary :all: "$pkg"
     done

@@ -24,18 +24,17 @@ shards decoded with different versions of it, are refused.
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import os
-import sys
-import time
 from typing import Dict, List, Optional
 
+from fairseq_seqkd import sharded_job
 from fairseq_seqkd.binarize import binarize
-from fairseq_seqkd.errors import SeqKDError, StoppedEarly
+from fairseq_seqkd.errors import SeqKDError
 from fairseq_seqkd.kbest import Sentence, kbest_header, write_kbest_rows
 from fairseq_seqkd.selection import check_keep, select_n
+from fairseq_seqkd.sharded_job import BaseJournal
 from fairseq_seqkd.textio import atomic_open, file_sha256
 
 logger = logging.getLogger("seqkd-distill")
@@ -142,8 +141,9 @@ def _sentence_id(raw):
     return None
 
 
-class ShardJournal:
-    """The append-only record of the finished batches of one shard, locked by its one user.
+class ShardJournal(BaseJournal):
+    """The append-only record of the finished batches of one shard, locked by its one user
+    (:class:`~fairseq_seqkd.sharded_job.BaseJournal`: locking, resume, finish, the merge's driver).
 
     JSON lines: a header (``{"seqkd_distill": F, "config": ..., "shard_id": I}``, F: :func:`journal_format`),
     then for every finished batch one line per sentence (``{"id": ..., "src": ..., "tgt": ...[, "ref": ...,
@@ -153,43 +153,22 @@ class ShardJournal:
     only the numbers of the finished batches are kept.
     """
 
+    tool = "seqkd-distill"
+    log = logger
+    index_block = _INDEX_BLOCK
+    resume_scan = {"validate": True}
+
     def __init__(self, path, file):
-        self.path, self._file = path, file
-        self.header: Optional[dict] = None
-        self.batches, self.sentences, self.complete = set(), 0, False
+        super().__init__(path, file)
+        self.sentences = 0
 
     @classmethod
-    def open(cls, path, create=False):
-        """The journal at ``path`` (created empty if ``create``), locked for this process until
-        :meth:`close`; SeqKDError if another process holds it."""
-        try:
-            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
-        except FileNotFoundError:
-            raise SeqKDError(f"{path}: missing") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # read-write fd: flock over NFS needs it
-        except BlockingIOError:
-            os.close(fd)
-            raise SeqKDError(f"{path}: in use by another seqkd-distill run (locked); wait for it to end, or "
-                             f"stop it") from None
-        same = os.fstat(fd)
-        try:
-            now = os.stat(path)
-        except FileNotFoundError:
-            now = None
-        if now is None or (now.st_dev, now.st_ino) != (same.st_dev, same.st_ino):
-            os.close(fd)  # the run that held it finished and removed it just before we locked it
-            raise SeqKDError(f"{path}: removed by another seqkd-distill run while this one started; run again")
-        return cls(path, os.fdopen(fd, "r+b"))
+    def locate(cls, prefix, shard_id, num_shards):
+        return journal_path(prefix, shard_id, num_shards)
 
-    def close(self):
-        """Release the lock."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def _error(self, number, message):
-        return SeqKDError(f"{self.path}:{number}: {message}")
+    @classmethod
+    def check_config(cls, old, new, old_path, new_path=None):
+        check_same_config(old, new, old_path, new_path)
 
     def _record(self, raw, number):
         try:
@@ -220,24 +199,16 @@ class ShardJournal:
         [(sentence id, byte offset, line number), ...])`` for each finished batch; ``validate``: parse the
         sentence lines too (else only their ids are read). Returns the byte offset after the last record
         that counts (a torn last line and an unfinished batch do not)."""
-        f = self._file
-        f.seek(0)
         self.header, self.batches, self.sentences, self.complete = None, set(), 0, False
-        offset = end = number = 0
+        end = 0
         pending = []
-        for raw in f:
-            number += 1
-            start, offset = offset, offset + len(raw)
-            if not raw.endswith(b"\n"):
-                logger.info("%s: dropping an incomplete last line (the run was killed while writing)", self.path)
-                break
+        for number, start, offset, raw in self._lines():
             if number == 1:
                 record = self._record(raw, number)
                 self._check_header(record)
                 self.header, end = record, offset
                 continue
-            if self.complete:
-                raise self._error(number, "a line after the end of the journal")
+            self._after_end(number)
             sid = _sentence_id(raw)
             if sid is not None:
                 if validate and self._record(raw, number).get("id") != sid:
@@ -267,21 +238,10 @@ class ShardJournal:
                         self.path, len(pending))
         return end
 
-    def resume(self, header):
-        """Continue the journal as a writer: check it was started with ``header``'s config (a new or empty
-        journal gets the header), cut off what does not count."""
-        end = self.scan(validate=True) if os.fstat(self._file.fileno()).st_size else 0
-        if self.header is None:  # new, or killed before its header was written
-            self._file.seek(0)
-            self._file.truncate()
-            self._write(json.dumps(header) + "\n")
-            self.header = header
-            return
-        check_same_config(self.header["config"], header["config"], self.path)
+    def _continue(self, header):
+        super()._continue(header)
         if self.header["seqkd_distill"] != header["seqkd_distill"]:
             self._upgrade(header["seqkd_distill"])
-        self._file.seek(end)
-        self._file.truncate()
 
     def _upgrade(self, version):
         """Mark the journal (same config, written before its format was bumped) with format ``version``: its
@@ -298,10 +258,6 @@ class ShardJournal:
                     version)
         self.header = dict(self.header, seqkd_distill=version)
 
-    def _write(self, text):
-        self._file.write(text.encode("utf-8"))
-        self._file.flush()
-
     def commit(self, j, records):
         """Append a finished batch: its sentences (dicts whose first key is ``id``), then its commit line."""
         lines = [json.dumps(record, ensure_ascii=False) for record in records]
@@ -310,10 +266,6 @@ class ShardJournal:
         self.batches.add(j)
         self.sentences += len(records)
 
-    def finish(self):
-        self._write(json.dumps({"complete": True, "batches": len(self.batches)}) + "\n")
-        self.complete = True
-
     def read_sentence(self, offset, number, sid):
         """The sentence line at ``offset`` (line ``number``), checked to be sentence ``sid``."""
         self._file.seek(offset)
@@ -321,6 +273,44 @@ class ShardJournal:
         if record.get("id") != sid:
             raise self._error(number, f"expected sentence {sid}, found {record.get('id')!r}")
         return record
+
+    def _load_for_merge(self, shard, num_shards):
+        """The header only: the sentences are read (and the journal's completion checked) by :meth:`index_into`,
+        in the one pass over the journal that the merge makes."""
+        self.header = self._read_header()
+        if self.header is None:
+            raise self._unfinished(shard)
+        if self.header.get("shard_id") != shard:
+            raise SeqKDError(f"{self.path}: the journal of shard {self.header.get('shard_id')}, not {shard}")
+
+    def _read_header(self):
+        f = self._file
+        f.seek(0)
+        raw = f.readline()
+        if not raw.endswith(b"\n"):
+            return None
+        header = self._record(raw, 1)
+        self._check_header(header)
+        return header
+
+    def index_into(self, index, shard, n):
+        """Row ``id`` of ``index``: (shard, byte offset, line number) of sentence ``id``'s line."""
+        import numpy as np
+
+        def on_batch(j, sentences):
+            rows = np.array([(shard, offset, line) for _, offset, line in sentences], dtype=np.int64).reshape(-1, 3)
+            ids = np.array([sid for sid, _, _ in sentences], dtype=np.int64)
+            if len(ids) and (ids.max() >= n or len(np.unique(ids)) != len(ids) or (index[ids, 0] >= 0).any()):
+                for sid, _, line in sentences:
+                    if sid >= n:
+                        raise self._error(line, f"sentence {sid} beyond the {n} of the data")
+                    if index[sid, 0] >= 0 or sum(s == sid for s, _, _ in sentences) > 1:
+                        raise self._error(line, f"sentence {sid} is in the journals twice")
+            index[ids] = rows
+
+        self.scan(on_batch)
+        if not self.complete:
+            raise self._unfinished(self.header.get("shard_id", shard))
 
 
 def check_same_config(old, new, old_path, new_path=None):
@@ -333,11 +323,7 @@ def check_same_config(old, new, old_path, new_path=None):
         raise SeqKDError(f"{new.get('path')}: the teacher checkpoint changed (sha256 {old.get('teacher_sha256')} "
                          f"in {old_path}, {new.get('teacher_sha256')} {where}): one corpus would mix two "
                          f"teachers; restore the checkpoint, or remove the journal(s) of the other one")
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if new_path is None:
-        raise SeqKDError(f"{old_path} was started with other options ({', '.join(changed)}); use the same "
-                         f"options or remove it")
-    raise SeqKDError(f"{new_path} and {old_path} were made with different options ({', '.join(changed)})")
+    sharded_job.check_same_config(old, new, old_path, new_path)
 
 
 def _journal_config(options, data_info, teacher_sha256):
@@ -359,8 +345,7 @@ def generate_shard(options: DistillOptions) -> ShardJournal:
     from fairseq_seqkd import generation
 
     path = journal_path(options.out_prefix, options.shard_id, options.num_shards)
-    if os.path.exists(path) and not options.resume:
-        raise SeqKDError(f"{path} exists (an earlier run): add --resume to continue it, or remove it")
+    sharded_job.refuse_rerun(path, options.resume)
     task = generation.load_split(options.data, options.subset, options.source_lang, options.target_lang)
     dataset = task.dataset(options.subset)
     if options.select == "seq-inter" and dataset.tgt is None:
@@ -378,14 +363,8 @@ def generate_shard(options: DistillOptions) -> ShardJournal:
               "config": _journal_config(options, data_info, teacher_sha256),
               "shard_id": options.shard_id}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    journal = ShardJournal.open(path, create=True)
-    try:
-        journal.resume(header)
-        _decode(options, journal, dataset, engine, use_cuda, batches)
-    except BaseException:
-        journal.close()
-        raise
-    return journal
+    return ShardJournal.start(path, header,
+                              lambda journal: _decode(options, journal, dataset, engine, use_cuda, batches))
 
 
 def _build_engine(options, task, model, use_cuda, teacher_sha256):
@@ -399,55 +378,38 @@ def _build_engine(options, task, model, use_cuda, teacher_sha256):
 
 
 def _decode(options, journal, dataset, engine, use_cuda, batches):
-    from tqdm import tqdm
-
     from fairseq_seqkd import generation
 
     shard, shards = options.shard_id, options.num_shards
     mine = generation.shard_batches(batches, shard, shards)
-    todo = [(j, b) for j, b in mine if j not in journal.batches]
-    total = sum(len(b) for _, b in mine)
-    if journal.complete or not todo:
-        if not journal.complete:
-            journal.finish()
-        logger.info("shard %d of %d: all %d batches done already", shard, shards, len(mine))
+
+    def starting(todo, total):
+        logger.info("shard %d of %d: %d of %d batches to decode (%d sentences in the shard, %d in %s), beam %d, "
+                    "engine %s%s, %s", shard, shards, len(todo), len(mine), total, len(dataset), options.subset,
+                    options.beam, engine.name, f" {options.engine_quantize}" if options.engine_quantize else "",
+                    "cuda" if use_cuda else "cpu")
+
+    def step(j, batch):
+        entries = engine.decode(dataset, batch)
+        records = []
+        for entry, choices in zip(entries, select_n(entries, options.select, options.remove_bpe, options.keep,
+                                                     options.mbr_utility)):
+            record = {"id": entry.id, "src": entry.source}
+            if options.keep == 1:
+                record["tgt"] = choices[0].target
+            else:
+                record["tgts"] = [choice.target for choice in choices]
+            if options.write_kbest:
+                record["ref"] = entry.reference
+                record["hyps"] = entry.hyps
+            records.append(record)
+        journal.commit(j, records)
+
+    ran = journal.run_batches(mine, step, shard_id=shard, num_shards=shards,
+                              stop_after_batches=options.stop_after_batches, desc="distill", starting=starting)
+    if ran is None:
         return
-    logger.info("shard %d of %d: %d of %d batches to decode (%d sentences in the shard, %d in %s), beam %d, "
-                "engine %s%s, %s", shard, shards, len(todo), len(mine), total, len(dataset), options.subset,
-                options.beam, engine.name, f" {options.engine_quantize}" if options.engine_quantize else "",
-                "cuda" if use_cuda else "cpu")
-    start, decoded = time.time(), 0
-    bar = tqdm(total=total, initial=total - sum(len(b) for _, b in todo), unit="sent", desc="distill",
-               dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
-    try:
-        for count, (j, batch) in enumerate(todo):
-            if options.stop_after_batches and count >= options.stop_after_batches:
-                raise StoppedEarly(f"after {count} batches, as asked (--stop-after-batches): "
-                                   f"{len(journal.batches)} of the {len(mine)} batches of shard {shard} of "
-                                   f"{shards} are done, in {journal.path}; rerun with --resume to continue")
-            entries = engine.decode(dataset, batch)
-            records = []
-            for entry, choices in zip(entries, select_n(entries, options.select, options.remove_bpe, options.keep,
-                                                         options.mbr_utility)):
-                record = {"id": entry.id, "src": entry.source}
-                if options.keep == 1:
-                    record["tgt"] = choices[0].target
-                else:
-                    record["tgts"] = [choice.target for choice in choices]
-                if options.write_kbest:
-                    record["ref"] = entry.reference
-                    record["hyps"] = entry.hyps
-                records.append(record)
-            journal.commit(j, records)
-            decoded += len(batch)
-            bar.update(len(batch))
-    except KeyboardInterrupt:
-        raise SeqKDError(f"interrupted: {len(journal.batches)} of {len(mine)} batches are in {journal.path}; "
-                         f"continue with --resume") from None
-    finally:
-        bar.close()
-    journal.finish()
-    seconds = time.time() - start
+    decoded, seconds = ran
     logger.info("shard %d of %d: decoded %d sentences in %.1fs (%.1f sentences/s; engine %s: %.1fs of decoding%s)",
                 shard, shards, decoded, seconds, decoded / max(seconds, 1e-9), engine.name, engine.seconds,
                 engine.note())
@@ -456,42 +418,7 @@ def _decode(options, journal, dataset, engine, use_cuda, batches):
 def open_shards(out_prefix, num_shards, held: Optional[Dict[int, ShardJournal]] = None) -> List[ShardJournal]:
     """Every shard's journal, locked (``held``: those this process holds already) and its header checked
     against the first one's."""
-    held = held or {}
-    journals = []
-    try:
-        for shard in range(num_shards):
-            if shard in held:
-                journal = held[shard]
-            else:
-                path = journal_path(out_prefix, shard, num_shards)
-                if not os.path.exists(path):
-                    raise SeqKDError(f"{path}: missing (shard {shard} of {num_shards} has not run)")
-                journal = ShardJournal.open(path)
-            journals.append(journal)
-            journal.header = _read_header(journal)
-            if journal.header is None:
-                raise SeqKDError(f"{journal.path}: shard {shard} is not finished; run it (again) with --resume")
-            if journal.header.get("shard_id") != shard:
-                raise SeqKDError(f"{journal.path}: the journal of shard {journal.header.get('shard_id')}, not {shard}")
-            check_same_config(journals[0].header["config"], journal.header["config"], journals[0].path,
-                              journal.path if shard else None)
-    except BaseException:
-        for journal in journals:
-            if journal not in held.values():
-                journal.close()
-        raise
-    return journals
-
-
-def _read_header(journal):
-    f = journal._file
-    f.seek(0)
-    raw = f.readline()
-    if not raw.endswith(b"\n"):
-        return None
-    header = journal._record(raw, 1)
-    journal._check_header(header)
-    return header
+    return ShardJournal.open_shards(out_prefix, num_shards, held)
 
 
 def merge_shards(out_prefix, num_shards, held: Optional[Dict[int, ShardJournal]] = None):
@@ -510,49 +437,11 @@ def merge_shards(out_prefix, num_shards, held: Optional[Dict[int, ShardJournal]]
 
 
 def _merge(out_prefix, journals):
-    import numpy as np
-
-    config = journals[0].header["config"]
+    config = journals[0].config
     n = config["sentences"]
-    index_path = f"{out_prefix}.merge-{len(journals)}.index.tmp"
-    index = np.memmap(index_path, dtype=np.int64, mode="w+", shape=(max(n, 1), 3))  # shard, offset, line
-    try:
-        index[:] = -1
-        for shard, journal in enumerate(journals):
-            _index_shard(journal, shard, index, n)
-        _check_all_indexed(out_prefix, len(journals), index, n)
+    with sharded_job.sentence_index(f"{out_prefix}.merge-{len(journals)}.index.tmp", n) as index:
+        ShardJournal.fill_index(out_prefix, journals, index, n)  # shard, offset, line
         return _write_outputs(out_prefix, config, journals, index, n)
-    finally:
-        del index
-        os.remove(index_path)
-
-
-def _index_shard(journal, shard, index, n):
-    import numpy as np
-
-    def on_batch(j, sentences):
-        rows = np.array([(shard, offset, line) for _, offset, line in sentences], dtype=np.int64).reshape(-1, 3)
-        ids = np.array([sid for sid, _, _ in sentences], dtype=np.int64)
-        if len(ids) and (ids.max() >= n or len(np.unique(ids)) != len(ids) or (index[ids, 0] >= 0).any()):
-            for sid, _, line in sentences:
-                if sid >= n:
-                    raise journal._error(line, f"sentence {sid} beyond the {n} of the data")
-                if index[sid, 0] >= 0 or sum(s == sid for s, _, _ in sentences) > 1:
-                    raise journal._error(line, f"sentence {sid} is in the journals twice")
-        index[ids] = rows
-
-    journal.scan(on_batch)
-    if not journal.complete:
-        shard_id = journal.header.get("shard_id", shard)
-        raise SeqKDError(f"{journal.path}: shard {shard_id} is not finished; run it (again) with --resume")
-
-
-def _check_all_indexed(out_prefix, num_shards, index, n):
-    for start in range(0, n, _INDEX_BLOCK):
-        missing = (index[start:start + _INDEX_BLOCK, 0] < 0).nonzero()[0]
-        if len(missing):
-            raise SeqKDError(f"{journal_path(out_prefix, '*', num_shards)}: sentence {start + int(missing[0])} of "
-                             f"the {n} of the data is in no journal")
 
 
 def ids_path(out_prefix):

@@ -24,19 +24,18 @@ Targets are right-padded when building, so a sentence's values do not depend on 
 """
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
-import sys
-import time
 from typing import Dict, List, Optional
 
 import numpy as np
 
-from fairseq_seqkd.errors import SeqKDError, StoppedEarly
+from fairseq_seqkd import sharded_job
+from fairseq_seqkd.errors import SeqKDError
+from fairseq_seqkd.sharded_job import BaseJournal
 from fairseq_seqkd.textio import atomic_dir, file_sha256
 
 logger = logging.getLogger("seqkd-topk")
@@ -120,8 +119,9 @@ def shard_folder(out, shard_id, num_shards):
     return f"{os.path.abspath(out)}.shard-{shard_id}-of-{num_shards}"
 
 
-class ShardWriter:
-    """One shard's folder: its data files and its journal, locked by its one user.
+class ShardWriter(BaseJournal):
+    """One shard's folder: its data files and its journal, locked by its one user
+    (:class:`~fairseq_seqkd.sharded_job.BaseJournal`: locking, resume, finish, the merge's driver).
 
     ``values.fp16`` / ``ids.*`` / ``sentences.int64`` (sentence id, token count; in computed order) grow by
     one batch at a time. ``journal.jsonl`` has a header line (``{"seqkd_topk": 1, "config": ...}``), then
@@ -130,15 +130,31 @@ class ShardWriter:
     end. Data beyond the last commit (a kill in the middle of a batch) does not count; a writer cuts it off.
     """
 
+    tool = "seqkd-topk"
+    log = logger
+    config_what = "options or inputs"
+    config_remedy = "use the same ones, or remove its folder"
+    index_block = _BLOCK
+    not_indexed = "{where}: sentence {sid} of the {n} of the split is in no shard"
+    stopped = "stopped after {count} batches as asked"
+    exists = staticmethod(os.path.isdir)
+
     def __init__(self, folder, journal):
-        self.folder, self._journal = folder, journal
-        self.config: Optional[dict] = None
-        self.batches, self.sentences, self.tokens, self.complete = set(), 0, 0, False
+        super().__init__(folder, journal)
+        self.sentences, self.tokens = 0, 0
         self._files = {}
 
     @property
-    def path(self):
-        return os.path.join(self.folder, JOURNAL_FILE)
+    def folder(self):
+        return self.location
+
+    @classmethod
+    def locate(cls, prefix, shard_id, num_shards):
+        return shard_folder(prefix, shard_id, num_shards)
+
+    @classmethod
+    def journal_of(cls, location):
+        return os.path.join(location, JOURNAL_FILE)
 
     @classmethod
     def open(cls, folder, create=False):
@@ -146,49 +162,20 @@ class ShardWriter:
         process holds it."""
         if create:
             os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, JOURNAL_FILE)
-        try:
-            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
-        except FileNotFoundError:
-            raise SeqKDError(f"{path}: missing") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SeqKDError(f"{path}: in use by another seqkd-topk run (locked); wait for it to end, or stop "
-                             f"it") from None
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if not same:
-            os.close(fd)
-            raise SeqKDError(f"{path}: removed by another seqkd-topk run while this one started; run again")
-        return cls(folder, os.fdopen(fd, "r+b"))
+        return super().open(folder, create)
 
     def close(self):
         for f in self._files.values():
             f.close()
         self._files = {}
-        if self._journal is not None:
-            self._journal.close()  # releases the lock
-            self._journal = None
-
-    def _error(self, number, message):
-        return SeqKDError(f"{self.path}:{number}: {message}")
+        super().close()  # releases the lock
 
     def scan(self):
         """Read the journal: its config, committed batches and totals. Returns the byte offset after the last
         line that counts (a torn last line does not)."""
-        f = self._journal
-        f.seek(0)
-        self.config, self.batches, self.sentences, self.tokens, self.complete = None, set(), 0, 0, False
-        end = offset = 0
-        for number, raw in enumerate(f, 1):
-            offset += len(raw)
-            if not raw.endswith(b"\n"):
-                logger.info("%s: dropping an incomplete last line (the run was killed while writing)", self.path)
-                break
+        self.header, self.batches, self.sentences, self.tokens, self.complete = None, set(), 0, 0, False
+        end = 0
+        for number, _, offset, raw in self._lines():
             try:
                 record = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
@@ -197,13 +184,12 @@ class ShardWriter:
             if number == 1:
                 if not isinstance(record, dict) or record.get("seqkd_topk") != FORMAT:
                     raise self._error(number, f"not a seqkd-topk journal of format {FORMAT}")
-                self.config = record["config"]
+                record["config"]  # noqa: B018 (as before: a KeyError when the header has no config)
+                self.header = record
             elif self.complete:
-                raise self._error(number, "a line after the end of the journal")
+                self._after_end(number)
             elif "batch" in record:
-                if record["batch"] in self.batches:
-                    raise self._error(number, f"batch {record['batch']} appears twice")
-                self.batches.add(record["batch"])
+                self._add_batch(record["batch"], number)
                 self.sentences, self.tokens = record["sentences"], record["tokens"]
             elif record.get("complete"):
                 self.complete = True
@@ -222,16 +208,7 @@ class ShardWriter:
     def resume(self, config):
         """Continue as the writer: check the shard was started with ``config`` (a new one gets it), cut off
         what the journal does not commit, and open the data files for appending."""
-        end = self.scan() if os.fstat(self._journal.fileno()).st_size else 0
-        if self.config is None:
-            self._journal.seek(0)
-            self._journal.truncate()
-            self._write_journal({"seqkd_topk": FORMAT, "config": config})
-            self.config = config
-            end = self._journal.tell()
-        check_same_config(self.config, config, self.path)
-        self._journal.seek(end)
-        self._journal.truncate()
+        super().resume({"seqkd_topk": FORMAT, "config": config})
         for name, per_row in self._data_files().items():
             path = os.path.join(self.folder, name)
             f = open(path, "a+b")
@@ -243,10 +220,6 @@ class ShardWriter:
                                  f"was damaged; remove {self.folder} to compute it again")
             f.truncate(committed)
             self._files[name] = f
-
-    def _write_journal(self, record):
-        self._journal.write((json.dumps(record) + "\n").encode("utf-8"))
-        self._journal.flush()
 
     def commit(self, j, sentence_ids, lengths, values, ids):
         """Append batch ``j``: its sentences' ids and token counts and their rows (``values``/``ids``:
@@ -260,12 +233,8 @@ class ShardWriter:
             f.flush()
         self.sentences += len(sentence_ids)
         self.tokens += int(np.sum(lengths))
-        self._write_journal({"batch": int(j), "sentences": self.sentences, "tokens": self.tokens})
+        self._write_record({"batch": int(j), "sentences": self.sentences, "tokens": self.tokens})
         self.batches.add(int(j))
-
-    def finish(self):
-        self._write_journal({"complete": True, "batches": len(self.batches)})
-        self.complete = True
 
     def memmap(self, name, dtype, columns):
         """A read-only view of a committed data file (rows x ``columns``)."""
@@ -274,16 +243,29 @@ class ShardWriter:
             return np.zeros((0, columns), dtype=dtype)
         return np.memmap(os.path.join(self.folder, name), dtype=dtype, mode="r", shape=(rows, columns))
 
+    def _load_for_merge(self, shard, num_shards):
+        self.scan()
+        if self.config is None or not self.complete:
+            raise self._unfinished(shard)
+        if self.config.get("num_shards") != num_shards:
+            raise SeqKDError(f"{self.folder}: a shard of {self.config.get('num_shards')}, not {num_shards}")
 
-def check_same_config(old, new, old_path, new_path=None):
-    """SeqKDError unless two shard configs are the same, naming what differs."""
-    if old == new:
-        return
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if new_path is None:
-        raise SeqKDError(f"{old_path} was started with other options or inputs ({', '.join(changed)}); use the "
-                         f"same ones, or remove its folder")
-    raise SeqKDError(f"{new_path} and {old_path} were made with different options or inputs ({', '.join(changed)})")
+    def index_into(self, index, s, n):
+        """Row ``id`` of ``index``: (shard, first row, rows) of sentence ``id``; returns the shard's tokens."""
+        sentences = self.memmap(SENTENCES_FILE, "<i8", 2)
+        first = 0
+        for start in range(0, len(sentences), _BLOCK):
+            block = np.asarray(sentences[start:start + _BLOCK])
+            sids, lengths = block[:, 0], block[:, 1]
+            if len(sids) and (sids.min() < 0 or sids.max() >= n or len(np.unique(sids)) != len(sids)
+                              or (index[sids, 0] >= 0).any()):
+                raise SeqKDError(f"{self.folder}: a sentence id beyond the {n} of the split, or in the shards twice")
+            starts = first + np.cumsum(lengths) - lengths
+            index[sids] = np.stack([np.full_like(sids, s), starts, lengths], axis=1)
+            first += int(lengths.sum())
+        if first != self.tokens:
+            raise SeqKDError(f"{self.folder}: its sentences hold {first} tokens, its journal {self.tokens}")
+        return first
 
 
 def _teacher_and_split(options):
@@ -361,8 +343,7 @@ def build_shard(options: TopKOptions) -> ShardWriter:
     from fairseq_seqkd import generation
 
     folder = shard_folder(options.out, options.shard_id, options.num_shards)
-    if os.path.exists(folder) and not options.resume:
-        raise SeqKDError(f"{folder} exists (an earlier run): add --resume to continue it, or remove it")
+    sharded_job.refuse_rerun(folder, options.resume)
     task, dataset, teacher, use_cuda, config = _teacher_and_split(options)
     _check_target_lengths(task, teacher, dataset, options.subset)
     batches = generation.fixed_batches(task, teacher.model, options.subset, options.max_tokens, options.batch_size,
@@ -370,54 +351,32 @@ def build_shard(options: TopKOptions) -> ShardWriter:
     config["num_shards"] = options.num_shards
     config["batches"] = len(batches)
     config["batch_digest"] = generation.batches_digest(batches)
-    shard = ShardWriter.open(folder, create=True)
-    try:
-        shard.resume(config)
-        _compute(options, shard, task, dataset, teacher, use_cuda, batches)
-    except BaseException:
-        shard.close()
-        raise
-    return shard
+    return ShardWriter.start(folder, config,
+                             lambda shard: _compute(options, shard, task, dataset, teacher, use_cuda, batches))
 
 
 def _compute(options, shard, task, dataset, teacher, use_cuda, batches):
-    from tqdm import tqdm
-
     from fairseq_seqkd import generation
 
     me, shards = options.shard_id, options.num_shards
     mine = generation.shard_batches(batches, me, shards)
-    todo = [(j, b) for j, b in mine if j not in shard.batches]
-    if shard.complete or not todo:
-        if not shard.complete:
-            shard.finish()
-        logger.info("shard %d of %d: all %d batches done already", me, shards, len(mine))
-        return
-    total = sum(len(b) for _, b in mine)
-    logger.info("shard %d of %d: %d of %d batches to compute (%d sentences in the shard, %d in %s), top %d, %s",
-                me, shards, len(todo), len(mine), total, len(dataset), options.subset, options.k,
-                "cuda" if use_cuda else "cpu")
+
+    def starting(todo, total):
+        logger.info("shard %d of %d: %d of %d batches to compute (%d sentences in the shard, %d in %s), top %d, %s",
+                    me, shards, len(todo), len(mine), total, len(dataset), options.subset, options.k,
+                    "cuda" if use_cuda else "cpu")
+
     pad, ids_type = task.target_dictionary.pad(), np.dtype(shard.config["ids_dtype"])
-    start, done = time.time(), 0
-    bar = tqdm(total=total, initial=total - sum(len(b) for _, b in todo), unit="sent", desc="topk",
-               dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
-    try:
-        for count, (j, batch) in enumerate(todo):
-            if options.stop_after_batches and count >= options.stop_after_batches:
-                raise StoppedEarly(f"stopped after {count} batches as asked (--stop-after-batches): "
-                                   f"{len(shard.batches)} of the {len(mine)} batches of shard {me} of {shards} are "
-                                   f"done, in {shard.folder}; rerun with --resume to continue")
-            sample = generation.collate(dataset, batch, use_cuda)
-            shard.commit(j, *batch_topk(teacher, sample, options.k, pad, ids_type))
-            done += len(batch)
-            bar.update(len(batch))
-    except KeyboardInterrupt:
-        raise SeqKDError(f"interrupted: {len(shard.batches)} of {len(mine)} batches are in {shard.folder}; "
-                         f"continue with --resume") from None
-    finally:
-        bar.close()
-    shard.finish()
-    seconds = time.time() - start
+
+    def step(j, batch):
+        sample = generation.collate(dataset, batch, use_cuda)
+        shard.commit(j, *batch_topk(teacher, sample, options.k, pad, ids_type))
+
+    ran = shard.run_batches(mine, step, shard_id=me, num_shards=shards, stop_after_batches=options.stop_after_batches,
+                            desc="topk", starting=starting)
+    if ran is None:
+        return
+    done, seconds = ran
     logger.info("shard %d of %d: %d sentences in %.1fs (%.1f sentences/s)", me, shards, done, seconds,
                 done / max(seconds, 1e-9))
 
@@ -427,30 +386,7 @@ def _compute(options, shard, task, dataset, teacher, use_cuda, batches):
 
 def open_shards(out, num_shards, held: Optional[Dict[int, ShardWriter]] = None) -> List[ShardWriter]:
     """Every shard, locked (``held``: those this process holds already), finished, with the same config."""
-    held = held or {}
-    shards = []
-    try:
-        for i in range(num_shards):
-            if i in held:
-                shard = held[i]
-            else:
-                folder = shard_folder(out, i, num_shards)
-                if not os.path.isdir(folder):
-                    raise SeqKDError(f"{folder}: missing (shard {i} of {num_shards} has not run)")
-                shard = ShardWriter.open(folder)
-            shards.append(shard)
-            shard.scan()
-            if shard.config is None or not shard.complete:
-                raise SeqKDError(f"{shard.folder}: shard {i} is not finished; run it (again) with --resume")
-            if shard.config.get("num_shards") != num_shards:
-                raise SeqKDError(f"{shard.folder}: a shard of {shard.config.get('num_shards')}, not {num_shards}")
-            check_same_config(shards[0].config, shard.config, shards[0].path, shard.path if i else None)
-    except BaseException:
-        for shard in shards:
-            if shard not in held.values():
-                shard.close()
-        raise
-    return shards
+    return ShardWriter.open_shards(out, num_shards, held)
 
 
 def merge_shards(out, num_shards, held: Optional[Dict[int, ShardWriter]] = None):
@@ -471,16 +407,8 @@ def merge_shards(out, num_shards, held: Optional[Dict[int, ShardWriter]] = None)
 def _merge(out, shards):
     config = shards[0].config
     n = config["sentences"]
-    index_path = f"{os.path.abspath(out)}.merge-index.tmp"
-    index = np.memmap(index_path, dtype=np.int64, mode="w+", shape=(max(n, 1), 3))  # shard, first row, rows
-    try:
-        index[:] = -1
-        tokens = sum(_index_shard(shard, s, index, n) for s, shard in enumerate(shards))
-        for start in range(0, n, _BLOCK):
-            missing = (index[start:start + _BLOCK, 0] < 0).nonzero()[0]
-            if len(missing):
-                raise SeqKDError(f"{shard_folder(out, '*', len(shards))}: sentence {start + int(missing[0])} of the "
-                                 f"{n} of the split is in no shard")
+    with sharded_job.sentence_index(f"{os.path.abspath(out)}.merge-index.tmp", n) as index:  # shard, first row, rows
+        tokens = sum(ShardWriter.fill_index(out, shards, index, n))
         if tokens != config["target_tokens"]:
             raise SeqKDError(f"{shard_folder(out, '*', len(shards))}: {tokens} target tokens, the split has "
                              f"{config['target_tokens']}")
@@ -489,26 +417,6 @@ def _merge(out, shards):
         logger.info("wrote %s: %d sentences, %d target tokens, top %d (%.2f bytes per target token)", out, n,
                     tokens, config["k"], store_bytes(out) / max(tokens, 1))
         return header
-    finally:
-        del index
-        os.remove(index_path)
-
-
-def _index_shard(shard, s, index, n):
-    sentences = shard.memmap(SENTENCES_FILE, "<i8", 2)
-    first = 0
-    for start in range(0, len(sentences), _BLOCK):
-        block = np.asarray(sentences[start:start + _BLOCK])
-        sids, lengths = block[:, 0], block[:, 1]
-        if len(sids) and (sids.min() < 0 or sids.max() >= n or len(np.unique(sids)) != len(sids)
-                          or (index[sids, 0] >= 0).any()):
-            raise SeqKDError(f"{shard.folder}: a sentence id beyond the {n} of the split, or in the shards twice")
-        starts = first + np.cumsum(lengths) - lengths
-        index[sids] = np.stack([np.full_like(sids, s), starts, lengths], axis=1)
-        first += int(lengths.sum())
-    if first != shard.tokens:
-        raise SeqKDError(f"{shard.folder}: its sentences hold {first} tokens, its journal {shard.tokens}")
-    return first
 
 
 def _write_store(folder, config, shards, index, n):

@@ -20,7 +20,8 @@ documentation is tested"):
      the task's, model's, criterion's, ... options are included, exactly as fairseq builds the parser
      when it runs the command. fairseq's ``--help`` cannot be used: it exits before any of those are
      added. Our plugin is loaded in this process anyway, so a command that uses one of its
-     registrations (``seqkd_translation``, ``word_kd``, ``luong_lstm_*``) must pass ``--user-dir``
+     registrations (``seqkd_translation``, ``word_kd``, ``luong_lstm_*``, ``transformer_student_*``,
+     ``transformer_teacher_bible``) must pass ``--user-dir``
      itself. Parsers are cached per tool and choice of those options.
 
    Shell syntax is understood as far as the docs use it: ``\\`` continuations, comments, quotes,
@@ -53,7 +54,9 @@ documentation is tested"):
    - ``seqkd-eval ... --max-len-b 10 --speed-sentences 5 --speed-repeats 1 --speed-warmup 0
      --speed-min-seconds 0``: outputs of at most 10 tokens (an untrained model never stops by
      itself) and one short speed measurement;
-   - ``seqkd-translate ... --max-len-b 10``: the same length limit.
+   - ``seqkd-translate ... --max-len-b 10``: the same length limit;
+   - on docs/transformer.md only (``PAGE_WRAPPERS``), ``fairseq-train`` also gets ``--encoder-layers 1
+     --decoder-layers 1``, widths 32, feed-forward 64 and 2 heads: its Transformers at the toy's size.
 
    Nothing else is changed: every other command runs as written, with the venv's tools.
 
@@ -76,6 +79,7 @@ import glob
 import importlib
 import importlib.metadata
 import io
+import json
 import os
 import re
 import shlex
@@ -102,6 +106,17 @@ WRAPPERS = {
     "seqkd-eval": ["--max-len-b", "10", "--speed-sentences", "5", "--speed-repeats", "1", "--speed-warmup", "0",
                    "--speed-min-seconds", "0"],
     "seqkd-translate": ["--max-len-b", "10"],
+}
+
+#: What the wrappers of one page's runnable blocks append after WRAPPERS' options (the last occurrence wins):
+#: docs/transformer.md trains fairseq's ``transformer`` and our 6+2-layer students, shrunk here to one layer
+#: of 32 on each side, so that training, CTranslate2's beam search and exports take seconds.
+PAGE_WRAPPERS = {
+    "docs/transformer.md": {
+        "fairseq-train": ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+                          "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim",
+                          "64", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"],
+    },
 }
 
 #: Scripts that pass the options they do not know on to another command.
@@ -353,8 +368,10 @@ def plugin_names():
     """Names that only exist with our plugin loaded: its task, criteria and architectures."""
     from fairseq.models import ARCH_MODEL_REGISTRY
 
+    from fairseq_seqkd.models.transformer_students import TRANSFORMER_SHAPES
+
     archs = {name for name, cls in ARCH_MODEL_REGISTRY.items() if name.startswith("luong_lstm")}
-    return {"seqkd_translation", "word_kd"} | archs
+    return {"seqkd_translation", "word_kd"} | archs | set(TRANSFORMER_SHAPES)
 
 
 def help_options(argv, cwd=REPO):
@@ -714,9 +731,10 @@ def tiny_pages():
             if any(b.strip().startswith(TINY) for lang, _, b in code_blocks(read(p)) if lang == "bash")]
 
 
-def write_wrappers(folder):
+def write_wrappers(folder, page=None):
     os.makedirs(folder)
     for tool, extra in WRAPPERS.items():
+        extra = [*extra, *PAGE_WRAPPERS.get(page, {}).get(tool, [])]
         path = os.path.join(folder, tool)
         with open(path, "w") as f:
             f.write(f'#!/usr/bin/env bash\nexec {shlex.quote(os.path.join(VENV_BIN, tool))} "$@" '
@@ -751,7 +769,30 @@ def check_readme_tour(work):
         assert os.path.exists(os.path.join(work, name)), name
 
 
-EXPECTED = {"README.md": check_readme_tour}
+def check_transformer_page(work):
+    """What docs/transformer.md promises: one joint vocabulary, Seq-KD by CTranslate2, Word-KD from a store,
+    the report, and CTranslate2 exports (float32 and int8) that translate every test sentence."""
+    data, raw = os.path.join(work, "data"), os.path.join(work, "data", "raw")
+    for folder, a, b in (("spm", "de.model", "en.model"), ("spm", "de.model", "joint.model"),
+                         ("bin", "dict.de.txt", "dict.en.txt")):
+        with open(os.path.join(data, folder, a), "rb") as fa, open(os.path.join(data, folder, b), "rb") as fb:
+            assert fa.read() == fb.read(), f"data/{folder}/{a} and {b} differ: not one joint vocabulary"
+    assert len(lines(os.path.join(work, "distill", "train.en"))) == len(lines(os.path.join(raw, "train.en")))
+    assert glob.glob(os.path.join(work, "teacher", "checkpoint_last.pt.ct2-*")), "no CTranslate2 copy of the teacher"
+    assert os.path.exists(os.path.join(work, "topk-seqkd"))
+    table = open(os.path.join(work, "results.md"), encoding="utf-8").read()
+    for name in ("Teacher", "Baseline", "Seq-KD", "Seq-KD + Word-KD"):
+        assert f"| {name} |" in table, table
+    assert "ctranslate2" in table, table
+    for export, quantize, hyps in (("student-ct2", None, "test.hyp.en"), ("student-ct2-int8", "int8", "test.int8.en")):
+        with open(os.path.join(work, export, "manifest.json"), encoding="utf-8") as f:
+            manifest = json.load(f)
+        assert (manifest["kind"], manifest["arch"], manifest["quantize"]) == (
+            "ctranslate2", "transformer_student_tiny", quantize), manifest
+        assert len(lines(os.path.join(work, hyps))) == len(lines(os.path.join(raw, "test.de")))
+
+
+EXPECTED = {"README.md": check_readme_tour, "docs/transformer.md": check_transformer_page}
 
 
 @pytest.mark.slow
@@ -760,7 +801,7 @@ def test_tiny_blocks_run(page, tmp_path):
     script = "\n".join(body for lang, _, body in code_blocks(read(page))
                        if lang == "bash" and body.strip().startswith(TINY))
     wrappers, work = str(tmp_path / "wrappers"), str(tmp_path / "work")
-    write_wrappers(wrappers)
+    write_wrappers(wrappers, page)
     write_corpus(work)
     env = dict(os.environ, PATH=os.pathsep.join([wrappers, VENV_BIN, os.environ.get("PATH", "")]),
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")

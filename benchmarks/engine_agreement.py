@@ -15,7 +15,10 @@ For one teacher and one engine (``seqkd-distill --engine``), in one run on the s
 BLEU: sacrebleu's corpus BLEU (its signature is printed) on the texts after removing SentencePiece.
 
     python benchmarks/engine_agreement.py DATA --path TEACHER.pt --engine seqkd --quantize float32 int8 \\
-        --refs RAW/test.en [--subset train] [--test-subset test] [--threads 1] [--max-tokens 6000]
+        --refs RAW/test.en [--subset train] [--test-subset test] [--threads 1] [--max-tokens 6000] [--held-to-avx2]
+
+``--held-to-avx2`` adds each int8 precision once more with the int8 libraries held to AVX2 (no VNNI), as an
+AVX2-only CPU runs them (docs/engines.md, "int8 and the CPU").
 """
 
 import argparse
@@ -33,8 +36,13 @@ def read(path):
         return f.read().split("\n")[:-1]
 
 
-def distill(args, subset, engine, quantize, out):
-    """Target lines of ``seqkd-distill`` on ``subset`` with this engine, and its seconds (whole process)."""
+#: what an AVX2-only x86-64 CPU runs, on any x86-64 CPU: the int8 libraries held to AVX2 (no VNNI)
+HELD_TO_AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def distill(args, subset, engine, quantize, out, held=False):
+    """Target lines of ``seqkd-distill`` on ``subset`` with this engine, and its seconds (whole process);
+    ``held``: with the int8 libraries held to AVX2 (:data:`HELD_TO_AVX2`)."""
     argv = [os.path.join(os.path.dirname(sys.executable), "seqkd-distill"), args.data, "--path", args.path,
             "--subset", subset, "--beam", str(args.beam), "--max-tokens", str(args.max_tokens), "--cpu",
             "--out-prefix", out, "--engine", engine, *BIBLE_LIMITS]
@@ -42,7 +50,8 @@ def distill(args, subset, engine, quantize, out):
         argv += ["--engine-quantize", quantize]
     if args.engine_cache:
         argv += ["--engine-cache", args.engine_cache]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               **(HELD_TO_AVX2 if held else {}))
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
@@ -66,6 +75,9 @@ def main(argv=None):
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--max-tokens", type=int, default=6000)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--held-to-avx2", action="store_true",
+                   help="also run each int8 precision with the int8 libraries held to AVX2 (ONEDNN_MAX_CPU_ISA, "
+                        "MKL_ENABLE_INSTRUCTIONS, FBGEMM_ENABLE_INSTRUCTIONS): an AVX2-only CPU's int8, on any CPU")
     p.add_argument("--engine-cache", help="where ctranslate2 keeps its converted teacher (default: a temporary folder)")
     args = p.parse_args(argv)
     import sacrebleu
@@ -74,11 +86,13 @@ def main(argv=None):
     tmp = tempfile.mkdtemp()
     args.engine_cache = args.engine_cache or tmp
     variants = [("fairseq", None)] + [(args.engine, q) for q in args.quantize]
-    label = {v: v[0] + (f" {v[1]}" if v[1] else "") for v in variants}
+    variants += [(args.engine, q, "AVX2") for q in args.quantize if args.held_to_avx2 and q.startswith("int8")]
+    label = {v: v[0] + (f" {v[1]}" if v[1] else "") + (" (held to AVX2)" if len(v) > 2 else "") for v in variants}
     outputs, tests, seconds = {}, {}, {}
     for v in variants:
-        outputs[v], seconds[v] = distill(args, args.subset, *v, os.path.join(tmp, f"{v[0]}-{v[1]}", "train"))
-        tests[v], _ = distill(args, args.test_subset, *v, os.path.join(tmp, f"{v[0]}-{v[1]}", "test"))
+        folder = os.path.join(tmp, "-".join(map(str, v)))
+        outputs[v], seconds[v] = distill(args, args.subset, *v[:2], os.path.join(folder, "train"), len(v) > 2)
+        tests[v], _ = distill(args, args.test_subset, *v[:2], os.path.join(folder, "test"), len(v) > 2)
     refs = read(args.refs)
     reference, signature = outputs[("fairseq", None)], None
     words = {v: remove_subwords_all(outputs[v], "sentencepiece") for v in variants}

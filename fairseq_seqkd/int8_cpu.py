@@ -110,5 +110,6 @@ def describe(isa: Optional[Int8Isa]) -> str:
             f"CPU'); --engine-quantize float32 gives the exact outputs")
 
 
-#: What saturation cost where it was measured (docs/engines.md, "int8 and the CPU").
-MEASURED = ("the tests' toy Transformer: 885 of 1,500 outputs as float32's, against 1,442 with AVX-512 VNNI")
+#: What saturation cost where it was measured (docs/engines.md, "int8 and the CPU"): a Bible Transformer teacher.
+MEASURED = ("a Bible Transformer teacher: 62% of its training outputs as float32's and test BLEU -0.54, against "
+            "87% and -0.11 with AVX-512 VNNI")

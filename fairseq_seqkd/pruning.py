@@ -13,6 +13,15 @@ equal magnitudes the weight that comes first (tensors in ``state_dict``
 order, elements in row-major order) is pruned first, so masks are
 deterministic.
 
+A tied (shared) parameter is one parameter: a checkpoint's state dict lists it
+under each of its names (``--share-all-embeddings``: ``encoder.embed_tokens``,
+``decoder.embed_tokens``, ``decoder.output_projection``), the model's
+``named_parameters()`` once. :func:`parameter_names` learns which names are
+one parameter from the model built from the checkpoint; pruning ranks, counts
+and masks such a parameter once, under its ``named_parameters()`` name (at the
+place of its first name in ``state_dict`` order), and every name of it in the
+pruned checkpoint holds the same pruned tensor.
+
 The mask's checkpoint contract lives here too: a pruned checkpoint (``seqkd-prune``'s output, and every
 checkpoint of a ``--task seqkd_translation`` run that holds a mask) keeps its masks, packed as bits, in
 ``extra_state[TASK_STATE_KEY]["prune_masks"]``, which is where fairseq keeps the task's checkpoint dict
@@ -20,8 +29,10 @@ checkpoint of a ``--task seqkd_translation`` run that holds a mask) keeps its ma
 the mask it finds there; a model that merely has exact zeros is never frozen.
 """
 
+import copy
 import logging
 import os
+import re
 from typing import Dict, Iterable, Optional, Tuple
 
 import torch
@@ -33,15 +44,20 @@ logger = logging.getLogger(__name__)
 SCHEMES = ("class-blind", "class-uniform")
 SCOPES = ("all", "no-embeddings")
 
-#: tensor groups of the report, by the first matching name fragment
-GROUPS = (("embeddings", ("embed_tokens",)), ("attention", ("attention",)),
-          ("output projection", ("fc_out", "additional_fc", "output_projection")),
-          ("LSTM", ("lstm", "layers.")))
+#: tensor groups of the report, by the first matching pattern (regular expressions, searched in the name):
+#: fairseq's LSTMs (``encoder.lstm.*``, the decoder's cells ``decoder.layers.N.{weight,bias}_{ih,hh}``) and
+#: Transformers (``{encoder,decoder}.layers.N.*`` and the final ``layer_norm``)
+GROUPS = (("embeddings", (r"embed_tokens", r"embed_positions", r"layernorm_embedding")),
+          ("attention", (r"attention",)),
+          ("output projection", (r"fc_out", r"additional_fc", r"output_projection")),
+          ("LSTM", (r"lstm", r"(^|\.)layers\.\d+\.(weight|bias)_(ih|hh)")),
+          ("encoder layers", (r"(^|\.)encoder\.(layers\.|layer_norm\.)",)),
+          ("decoder layers", (r"(^|\.)decoder\.(layers\.|layer_norm\.)",)))
 
 
 def group_of(name: str) -> str:
-    for group, fragments in GROUPS:
-        if any(f in name for f in fragments):
+    for group, patterns in GROUPS:
+        if any(re.search(p, name) for p in patterns):
             return group
     return "other"
 
@@ -117,10 +133,11 @@ def unpack(packed: Dict[str, object]) -> torch.Tensor:
     return bits.ne(0).flatten()[:n].view(shape)
 
 
-def stats(state: Dict[str, torch.Tensor]) -> Dict[str, Tuple[int, int]]:
-    """{group: (parameters, non-zero parameters)} plus a 'total' row."""
+def stats(state: Dict[str, torch.Tensor], names: Optional[Dict[str, str]] = None) -> Dict[str, Tuple[int, int]]:
+    """{group: (parameters, non-zero parameters)} plus a 'total' row; a tied parameter counted once (``names``:
+    :func:`parameter_names`)."""
     rows: Dict[str, Tuple[int, int]] = {}
-    for name, t in state.items():
+    for name, t in unique_tensors(state, names).items():
         if not torch.is_floating_point(t):
             continue
         group = group_of(name)
@@ -130,10 +147,20 @@ def stats(state: Dict[str, torch.Tensor]) -> Dict[str, Tuple[int, int]]:
     return rows
 
 
-def to_sparse(state: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor]) -> Dict[str, object]:
-    """Masked tensors as (flat indices of kept weights, their values); other tensors as they are."""
-    out = {}
+def to_sparse(state: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor],
+              names: Optional[Dict[str, str]] = None) -> Dict[str, object]:
+    """Masked tensors as (flat indices of kept weights, their values); other tensors as they are. A tied
+    parameter (``names``: :func:`parameter_names`; its mask under its parameter name) is stored once, at its
+    first name, and its other names as ``{"same_as": first name}``."""
+    out, first = {}, {}
     for name, t in state.items():
+        param = (names or {}).get(name, name)
+        if param in first:
+            out[name] = {"same_as": first[param]}
+            continue
+        first[param] = name
+        if param in masks and param != name:
+            masks = {**masks, name: masks[param]}
         if name in masks:
             index = masks[name].flatten().nonzero().flatten()
             dtype = torch.int32 if t.numel() < 2**31 else torch.int64
@@ -147,7 +174,9 @@ def from_sparse(sparse: Dict[str, object]) -> Dict[str, torch.Tensor]:
     """Inverse of :func:`to_sparse`: the same dense tensors, bit for bit."""
     out = {}
     for name, t in sparse.items():
-        if isinstance(t, dict):
+        if isinstance(t, dict) and "same_as" in t:
+            out[name] = out[t["same_as"]]  # one tensor under each name of a tied parameter
+        elif isinstance(t, dict):
             dense = torch.zeros(t["shape"], dtype=t["values"].dtype)
             dense.view(-1)[t["index"].long()] = t["values"]
             out[name] = dense
@@ -204,14 +233,107 @@ def check_masks(masks: Dict[str, torch.Tensor], params: Dict[str, torch.Tensor],
                              f"{tuple(params[name].shape)}")
 
 
+# -- tied parameters: one parameter under several state-dict names ------------------------------------------
+
+class _Dictionaries:
+    """What a fairseq model's ``build_model`` needs of a task: dictionaries (stand-ins of the right size)."""
+
+    def __init__(self, sizes):
+        from fairseq.data import Dictionary
+
+        def stand_in(n):
+            d = Dictionary()
+            for i in range(n - len(d)):
+                d.add_symbol(f"<{i}>")
+            return d
+
+        self.source_dictionary, self.target_dictionary = (stand_in(n) for n in sizes)
+
+
+def _names_from_model(state) -> Optional[Dict[str, str]]:
+    """{state-dict name: the name ``named_parameters()`` gives its parameter} from the model the checkpoint's
+    configuration builds (on the meta device: no memory, no weights), or None if it cannot be built."""
+    from fairseq import models
+
+    model_state, cfg = state["model"], state.get("cfg")
+    sizes = [model_state.get(f"{side}.embed_tokens.weight") for side in ("encoder", "decoder")]
+    if cfg is None or getattr(cfg, "model", None) is None or any(t is None or t.dim() != 2 for t in sizes):
+        return None
+    with torch.device("meta"):  # build_model fills in defaults: it gets a copy of the configuration
+        model = models.build_model(copy.deepcopy(cfg.model), _Dictionaries([t.size(0) for t in sizes]),
+                                   from_checkpoint=True)
+    param_name = {id(p): n for n, p in model.named_parameters()}
+    names = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        if name in model_state and id(t) in param_name and tuple(t.shape) != tuple(model_state[name].shape):
+            return None  # not the model of these weights
+        names[name] = param_name.get(id(t), name)
+    return {name: names.get(name, name) for name in model_state}
+
+
+def _names_from_storage(model_state) -> Dict[str, str]:
+    """{state-dict name: its first name} from the tensors that share storage in the loaded checkpoint (a
+    checkpoint saved from the CPU; one saved from a GPU holds each name's copy)."""
+    first, names = {}, {}
+    for name, t in model_state.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        names[name] = first.setdefault(key, name) if t.numel() else name
+    return names
+
+
+def parameter_names(state, where="checkpoint") -> Dict[str, str]:
+    """{name in ``state["model"]``: the name ``named_parameters()`` gives its parameter}: a tied parameter's
+    names all map to one name, every other name to itself. Learnt from the model built from the checkpoint's
+    configuration; where it cannot be built, from the tensors that share storage in ``state``. SeqKDError when
+    the names of one parameter hold different values."""
+    try:
+        names = _names_from_model(state)
+    except Exception as e:  # an architecture this process does not know, a missing pretrained embedding file...
+        logger.warning("%s: cannot build its model (%s: %s); tied parameters found by shared storage only",
+                       where, type(e).__name__, " ".join(str(e).split())[:200])
+        names = None
+    if names is None:
+        names = _names_from_storage(state["model"])
+    model_state, first = state["model"], {}
+    own = {name: name for name in model_state}  # the checkpoint's own name strings: the same bytes when saved
+    names = {name: own.get(param, param) for name, param in names.items()}
+    for name, param in names.items():
+        other = first.setdefault(param, name)
+        if other != name and not torch.equal(model_state[other], model_state[name]):
+            raise SeqKDError(f"{where}: {other} and {name} are one parameter of the model ({param}) but hold "
+                             f"different values")
+    return names
+
+
+def unique_tensors(model_state: Dict[str, torch.Tensor], names: Optional[Dict[str, str]] = None
+                   ) -> Dict[str, torch.Tensor]:
+    """``model_state`` with each parameter once, under its ``named_parameters()`` name (``names``:
+    :func:`parameter_names`), at the place of its first name; the same tensors, not copies."""
+    if not names:
+        return dict(model_state)
+    out = {}
+    for name, t in model_state.items():
+        out.setdefault(names.get(name, name), t)
+    return out
+
+
+def tie(model_state: Dict[str, torch.Tensor], names: Dict[str, str], params: Dict[str, torch.Tensor]):
+    """Every name of a tied parameter in ``model_state`` set to its one tensor in ``params``."""
+    for name, t in model_state.items():
+        one = params.get(names.get(name, name))
+        if one is not None and t is not one:
+            model_state[name] = one
+
+
 # -- seqkd-prune ---------------------------------------------------------------------------------------------
 
 SPARSE_FORMAT = "seqkd-sparse-v1"
 
 
-def report_lines(state):
-    """Parameters and non-zero parameters per tensor group, as a small table."""
-    rows = stats(state)
+def report_lines(state, names: Optional[Dict[str, str]] = None):
+    """Parameters and non-zero parameters per tensor group, as a small table (a tied parameter counted once,
+    ``names``: :func:`parameter_names`)."""
+    rows = stats(state, names)
     lines = [f"{'group':18s} {'parameters':>12s} {'non-zero':>12s} {'pruned':>7s}"]
     for group, (total, nonzero) in rows.items():
         pruned = 100 * (1 - nonzero / total) if total else 0.0
@@ -233,21 +355,24 @@ def prune_checkpoint(inp, out, ratio, scheme="class-blind", scope="all", export_
         raise SeqKDError(f"--ratio {ratio}: must be in [0, 1)")
     state = load_checkpoint_state(inp)
     _check_output(inp, out)
-    masks = magnitude_masks(state["model"], ratio, scheme, scope)
-    apply_masks(state["model"].items(), masks)
+    names = parameter_names(state, inp)
+    params = unique_tensors(state["model"], names)
+    masks = magnitude_masks(params, ratio, scheme, scope)
+    apply_masks(params.items(), masks)
+    tie(state["model"], names, params)
     state["extra_state"] = state.get("extra_state") or {}
     state["extra_state"][TASK_STATE_KEY] = task_state(masks, {"ratio": ratio, "scheme": scheme, "scope": scope})
     save_checkpoint(state, out)
     logger.info("pruned %s -> %s: ratio %s, %s, scope %s", inp, out, ratio, scheme, scope)
-    for line in report_lines(state["model"]):
+    for line in report_lines(state["model"], names):
         logger.info("%s", line)
     if export_sparse:
-        sparse = {"format": SPARSE_FORMAT, "model": to_sparse(state["model"], masks),
+        sparse = {"format": SPARSE_FORMAT, "model": to_sparse(state["model"], masks, names),
                   "checkpoint": {k: v for k, v in state.items() if k not in ("model", "last_optimizer_state")}}
         save_checkpoint(sparse, export_sparse)
         logger.info("sparse export %s: %.1f MB (dense checkpoint without optimizer state: %.1f MB)",
                     export_sparse, os.path.getsize(export_sparse) / 2**20,
-                    sum(t.numel() * t.element_size() for t in state["model"].values()) / 2**20)
+                    sum(t.numel() * t.element_size() for t in params.values()) / 2**20)
     return state
 
 

@@ -223,3 +223,115 @@ def test_bad_prune_ratio_under_fairseq_train_is_one_line_error(toy_data, tmp_pat
     with pytest.raises(SystemExit, match=r"^error: --prune-ratio 1.5: must be in \[0, 1\)$"):
         toydata.train(toy_data, str(tmp_path / "x"), ["--prune-ratio", "1.5"], max_epoch=1)
     assert not os.path.exists(tmp_path / "x" / "checkpoint_last.pt")
+
+
+# -- tied (shared) embeddings: one parameter, pruned once ------------------------------------------------------
+
+TIED = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "decoder.output_projection.weight")
+TIED_ARGS = [*toydata.TINY_TRANSFORMER_ARGS, "--share-all-embeddings"]
+
+
+@pytest.fixture(scope="module")
+def tied_transformer(toy_text, tmp_path_factory):
+    """(data, checkpoint) of a tiny transformer with every embedding shared, on the toy corpus binarized with one
+    joined dictionary (--share-all-embeddings needs it): one table under the three names of TIED."""
+    data = toydata.preprocess(toy_text, str(tmp_path_factory.mktemp("joined_bin")), extra=["--joined-dictionary"])
+    path = toydata.train(data, str(tmp_path_factory.mktemp("tied_transformer")), TIED_ARGS, max_epoch=1)
+    return data, path
+
+
+def unique_prunable(model_state):
+    """The prunable tensors of a tied transformer's state dict counted once (the aliases of the shared table
+    dropped by name: independent of pruning.py's alias detection)."""
+    return {n: t for n, t in pruning.prunable(model_state).items() if n not in TIED[1:]}
+
+
+def test_tied_embeddings_are_pruned_once_and_stay_zero_while_retraining(tied_transformer, tmp_path):
+    data, model = tied_transformer
+    original = torch.load(model, weights_only=False)["model"]
+    assert all(torch.equal(original[n], original[TIED[0]]) for n in TIED)  # one shared table, saved three times
+    unique = unique_prunable(original)
+    out, ratio = str(tmp_path / "pruned.pt"), 0.5
+    prune_main([model, out, "--ratio", str(ratio)])
+    state = torch.load(out, weights_only=False)
+    # one mask per parameter, under the name named_parameters() gives it; exactly the class-blind oracle over the
+    # unique tensors (the shared table ranked once)
+    masks = pruning.read_masks(out)
+    assert sorted(masks) == sorted(unique)
+    expected = oracle_blind(unique, ratio, list(unique))
+    got = {(n, i) for n, m in masks.items() for i, keep in enumerate(m.flatten().tolist()) if not keep}
+    n_unique = sum(t.numel() for t in unique.values())
+    assert got == expected and len(got) == round(ratio * n_unique)
+    # every alias holds the same pruned table; the actual zeros are the ratio of the unique weights
+    assert all(torch.equal(state["model"][n], state["model"][TIED[0]]) for n in TIED)
+    zeros = sum(int((state["model"][n] == 0).sum()) for n in unique)
+    assert abs(zeros - round(ratio * n_unique)) <= len(unique)
+    for name, mask in masks.items():
+        assert bool((state["model"][name][~mask] == 0).all()), name
+        assert torch.equal(state["model"][name][mask], original[name][mask])  # kept weights unchanged
+    # 3 updates with the mask held: the pruned entries stay zero in every alias, the aliases stay one table
+    save_dir = str(tmp_path / "retrain")
+    toydata.train(data, save_dir, [*TIED_ARGS, "--finetune-from-model", out, "--max-update", "3"], max_epoch=1)
+    after = torch.load(os.path.join(save_dir, "checkpoint_last.pt"), weights_only=False)
+    for name, mask in masks.items():
+        assert bool((after["model"][name][~mask] == 0).all()), name
+    assert all(torch.equal(after["model"][n], after["model"][TIED[0]]) for n in TIED)
+    shared_mask = masks[TIED[0]]
+    assert all(bool((after["model"][n][~shared_mask] == 0).all()) for n in TIED)
+    changed = sum(int((after["model"][n] != state["model"][n]).sum()) for n in unique)
+    assert changed > 0.5 * sum(int(m.sum()) for m in masks.values())  # the kept weights trained
+    packed = after["extra_state"]["SeqKDTranslationTask"]["prune_masks"]
+    assert sorted(packed) == sorted(masks) and all(torch.equal(pruning.unpack(packed[n]), masks[n]) for n in masks)
+
+
+def test_tied_entries_saved_as_separate_copies_are_still_one_parameter(tied_transformer, tmp_path):
+    """A checkpoint saved from a GPU holds the aliases as separate copies (fairseq moves each entry to the CPU on
+    its own): the aliases are learnt from the model, not from shared storage."""
+    _, model = tied_transformer
+    state = torch.load(model, weights_only=False)
+    for name in TIED[1:]:
+        state["model"][name] = state["model"][name].clone()
+    copies = str(tmp_path / "copies.pt")
+    torch.save(state, copies)
+    out, sparse, dense = (str(tmp_path / f) for f in ("pruned.pt", "sparse.pt", "dense.pt"))
+    pruning.prune_checkpoint(copies, out, 0.8, "class-uniform", export_sparse=sparse)
+    masks = pruning.read_masks(out)
+    unique = unique_prunable(state["model"])
+    assert sorted(masks) == sorted(unique)
+    assert all(int((~m).sum()) == round(0.8 * m.numel()) for m in masks.values())
+    pruned = torch.load(out, weights_only=False)["model"]
+    assert all(torch.equal(pruned[n], pruned[TIED[0]]) for n in TIED)
+    assert torch.equal(pruned[TIED[0]] == 0, ~masks[TIED[0]])
+    prune_main([sparse, dense, "--densify"])  # the shared table is stored once in the sparse export
+    densified = torch.load(dense, weights_only=False)["model"]
+    assert list(densified) == list(pruned) and all(torch.equal(densified[k], pruned[k]) for k in pruned)
+    assert len({densified[n].data_ptr() for n in TIED}) == 1
+
+
+def test_report_counts_a_shared_table_once_and_groups_transformer_layers(tied_transformer, capsys):
+    _, model = tied_transformer
+    prune_main([model, "--report"])
+    out = capsys.readouterr().out.splitlines()
+    state = torch.load(model, weights_only=False)["model"]
+    total = sum(t.numel() for n, t in state.items() if torch.is_floating_point(t) and n not in TIED[1:])
+    assert out[-1].split()[:2] == ["total", f"{total:,d}"]
+    rows = {line.split()[0] for line in out[1:]}
+    assert "LSTM" not in rows and {"embeddings", "encoder", "decoder"} <= rows  # "encoder layers", "decoder layers"
+    emb = [line for line in out if line.startswith("embeddings")][0].split()
+    assert int(emb[1].replace(",", "")) == state[TIED[0]].numel()
+
+
+def test_group_labels():
+    lstm = {"encoder.embed_tokens.weight": "embeddings", "encoder.lstm.weight_ih_l0": "LSTM",
+            "encoder.lstm.bias_hh_l0_reverse": "LSTM", "decoder.layers.0.weight_ih": "LSTM",
+            "decoder.layers.1.bias_hh": "LSTM", "decoder.attention.input_proj.weight": "attention",
+            "decoder.attention.output_proj.weight": "attention", "decoder.fc_out.weight": "output projection",
+            "decoder.additional_fc.weight": "output projection", "decoder.encoder_hidden_proj.weight": "other"}
+    transformer = {"encoder.layers.0.self_attn.k_proj.weight": "encoder layers",
+                   "encoder.layers.2.fc1.weight": "encoder layers", "encoder.layer_norm.weight": "encoder layers",
+                   "decoder.layers.0.encoder_attn.q_proj.weight": "decoder layers",
+                   "decoder.layers.0.final_layer_norm.bias": "decoder layers",
+                   "decoder.output_projection.weight": "output projection",
+                   "decoder.embed_positions.weight": "embeddings", "decoder.embed_tokens.weight": "embeddings"}
+    for name, group in {**lstm, **transformer}.items():
+        assert pruning.group_of(name) == group, name

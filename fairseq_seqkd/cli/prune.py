@@ -7,7 +7,9 @@
 
 Zeroes the R fraction of weights with the smallest magnitudes (class-blind:
 exactly round(R*N) of all N weights in matrices and embeddings; class-uniform:
-R of each tensor; biases untouched; ties pruned in state_dict order). OUT.pt
+R of each tensor; biases untouched; ties pruned in state_dict order; a tied
+parameter, e.g. embeddings shared with --share-all-embeddings, counts and is
+masked once, under the name the model's named_parameters() gives it). OUT.pt
 is an ordinary fairseq checkpoint (fairseq-generate loads it) that carries
 its mask: retrain it with ``fairseq-train --task seqkd_translation
 --finetune-from-model OUT.pt ...`` and the pruned weights stay zero.
@@ -44,7 +46,7 @@ def main(argv=None):
         from fairseq_seqkd.checkpoints import load_checkpoint_state
 
         state = load_checkpoint_state(args.input)
-        for line in pruning.report_lines(state["model"]):
+        for line in pruning.report_lines(state["model"], pruning.parameter_names(state, args.input)):
             print(line)
         return state
     if args.ratio is None or not args.output:

@@ -37,13 +37,14 @@ class Hypothesis(NamedTuple):
     score: float
 
 
-def import_ctranslate2():
+def import_ctranslate2(needed_by="a CTranslate2 model directory", install=INSTALL):
+    """The ctranslate2 module; SeqKDError saying what needs it and how to install it where it is missing."""
     try:
         import ctranslate2
     except ModuleNotFoundError as e:
         if e.name != "ctranslate2":
             raise
-        raise SeqKDError(f"a CTranslate2 model directory needs the ctranslate2 package: {INSTALL}") from None
+        raise SeqKDError(f"{needed_by} needs the ctranslate2 package: {install}") from None
     return ctranslate2
 
 

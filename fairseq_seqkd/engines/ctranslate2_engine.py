@@ -39,13 +39,9 @@ EOS = "</s>"
 
 
 def import_ctranslate2(needed_by="--engine ctranslate2"):
-    try:
-        import ctranslate2
-    except ModuleNotFoundError as e:
-        if e.name != "ctranslate2":
-            raise
-        raise SeqKDError(f"{needed_by} needs the ctranslate2 package: {INSTALL}") from None
-    return ctranslate2
+    from fairseq_seqkd.deploy.ct2_translator import import_ctranslate2 as importer
+
+    return importer(needed_by, INSTALL)
 
 
 SOURCE_RECORD = "seqkd-source.json"  # in each converted copy: the checkpoint it was made from

@@ -1,6 +1,6 @@
 # fairseq-seqkd: the two commands of the README.
 #   make test   set up .venv and run the tests
-#   make test-fast   the tests not marked slow (a developer's quick check, about 4-5 minutes on 2 cores)
+#   make test-fast   the tests not marked slow (a developer's quick check, about 5 minutes on 2 cores)
 #   make demo   set up .venv and run the Bible recipe's demo preset into runs/demo
 # Variables a user may override: PYTHON, VENV, TORCH (e.g. TORCH="torch==2.5.1" or a CUDA build),
 # TORCH_INDEX (the package index torch alone is installed from, e.g.
@@ -32,11 +32,12 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install -e ".[test,bible,fast]"
 	touch $@
 
+# --durations=15: the 15 slowest tests in the log, so that a test that grows shows
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 tests $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -m "not slow" tests $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" examples/bible/run.sh --preset demo --workdir runs/demo

@@ -1,10 +1,48 @@
 """Session fixtures: one toy corpus, binarized once, and tiny models trained on it (a 1x32 Luong LSTM and a
-1-layer Transformer); the same corpus in SentencePiece subwords and a model trained on that."""
+1-layer Transformer); the same corpus in SentencePiece subwords and a model trained on that; the real recipe runs
+(tests/recipe_runs.py), started in the background as soon as the selected tests are known to need them."""
 
 import os
 
 import pytest
+import recipe_runs
 import toydata
+
+#: Fixtures of tests/test_recipe.py that wait for a real recipe run: the runs they need.
+RUNS_OF_FIXTURE = {"study": ("study",), "wmt14_en_de_run": ("wmt14_en_de",)}
+
+
+def session_runs(config):
+    """The session's recipe_runs.Runs (made at the first need)."""
+    if getattr(config, "_seqkd_recipe_runs", None) is None:
+        config._seqkd_recipe_runs = recipe_runs.Runs(config._tmp_path_factory.mktemp)
+    return config._seqkd_recipe_runs
+
+
+def pytest_collection_finish(session):
+    """Start the background runs that the selected tests need (by their fixtures, RUNS_OF_FIXTURE, or their
+    marker ``background(name)``) now: they run beside the tests before them."""
+    if session.config.option.collectonly:
+        return
+    needed = []
+    for item in session.items:
+        names = [name for fixture in getattr(item, "fixturenames", ()) for name in RUNS_OF_FIXTURE.get(fixture, ())]
+        names += [mark.args[0] for mark in item.iter_markers("background")]
+        needed += [name for name in names if name not in needed]
+    for name in needed:
+        session_runs(session.config).start(name)
+
+
+def pytest_sessionfinish(session):
+    runs = getattr(session.config, "_seqkd_recipe_runs", None)
+    if runs is not None:
+        runs.stop()
+
+
+@pytest.fixture(scope="session")
+def recipe_run(pytestconfig):
+    """The session's real recipe runs (recipe_runs.Runs): ``recipe_run.wait("study")`` -> (folder, process)."""
+    return session_runs(pytestconfig)
 
 
 @pytest.fixture(scope="session")

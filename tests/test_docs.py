@@ -86,8 +86,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import recipe_runs
 import toydata
 
 REPO = toydata.REPO
@@ -537,8 +539,24 @@ def test_command_check_catches_mistakes():
     assert nbest_problems(["--beam=8", "--nbest=9"]) and not nbest_problems(["--nbest", "K", "--beam", "5"])
 
 
+def scripts_called(page):
+    """The scripts of ours (paths from the repository root) that the shell blocks of ``page`` call."""
+    names = set()
+    for _, body in shell_blocks(page):
+        for command in simple_commands(body):
+            name, args = program(command)
+            if name in ("python", "python3") and args and args[0].endswith(".py"):
+                name = args[0]
+            if name and name.endswith((".sh", ".py")) and os.path.isfile(os.path.join(REPO, name)):
+                names.add(name)
+    return sorted(names)
+
+
 @pytest.mark.parametrize("page", COMMAND_PAGES)
 def test_shell_commands_exist_and_take_their_options(page):
+    # the scripts' --help (a fresh process each, seconds for those that import torch): two at a time, cached
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(script_options, scripts_called(page)))
     problems = []
     for line, body in shell_blocks(page):
         for command in simple_commands(body):
@@ -795,21 +813,32 @@ def check_transformer_page(work):
 EXPECTED = {"README.md": check_readme_tour, "docs/transformer.md": check_transformer_page}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("page", tiny_pages())
-def test_tiny_blocks_run(page, tmp_path):
+def start_tiny_blocks(page, folder):
+    """The tiny blocks of ``page`` as one bash script in ``folder``/work (wrappers in ``folder``/wrappers), started
+    in the background (tests/recipe_runs.py)."""
     script = "\n".join(body for lang, _, body in code_blocks(read(page))
                        if lang == "bash" and body.strip().startswith(TINY))
-    wrappers, work = str(tmp_path / "wrappers"), str(tmp_path / "work")
+    wrappers, work = str(folder / "wrappers"), str(folder / "work")
     write_wrappers(wrappers, page)
     write_corpus(work)
     env = dict(os.environ, PATH=os.pathsep.join([wrappers, VENV_BIN, os.environ.get("PATH", "")]),
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     for var in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
         env.pop(var, None)
-    proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return recipe_runs.Background(["bash", "-c", "set -euo pipefail\n" + script], env, cwd=work)
+
+
+for _page in tiny_pages():
+    recipe_runs.STARTERS[f"tiny blocks of {_page}"] = functools.partial(start_tiny_blocks, _page)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.background(f"tiny blocks of {p}"))
+                                  for p in tiny_pages()])
+def test_tiny_blocks_run(page, recipe_run):
+    """(Started at the session's start, beside the other tests: conftest.py.)"""
+    folder, proc = recipe_run.wait(f"tiny blocks of {page}", timeout=600)
     assert proc.returncode == 0, f"{page}'s tiny blocks failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n" \
                                  f"{proc.stderr[-5000:]}"
     if page in EXPECTED:
-        EXPECTED[page](work)
+        EXPECTED[page](str(folder / "work"))

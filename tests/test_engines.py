@@ -192,8 +192,9 @@ def test_teachers_an_engine_cannot_run_are_refused_naming_the_one_that_can(toy_d
         (["--path", transformer_model, "--engine", "ctranslate2", "--engine-quantize", "float16"],
          "--engine-quantize float16 needs a GPU"),
     ]
-    for extra, message in cases:
-        toydata.assert_one_line_error(toydata.run_cli(base + extra, check=False), message)
+    procs = toydata.run_clis([dict(args=base + extra, check=False) for extra, _ in cases])
+    for (_, message), proc in zip(cases, procs):
+        toydata.assert_one_line_error(proc, message)
     assert os.listdir(tmp_path) == []  # nothing written, not even a journal
 
 

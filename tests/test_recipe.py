@@ -5,43 +5,50 @@ import os
 import re
 import shlex
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
+import recipe_runs
 import toydata
 from fairseq_seqkd import pruning
 
 pytestmark = pytest.mark.slow  # whole recipes: left out by make test-fast
 
-RUN = os.path.join(toydata.REPO, "examples", "bible", "run.sh")
+RUN = recipe_runs.RUN
 NAMES = ["Teacher 1x32", "Baseline 1x32", "Word-KD", "Seq-KD", "Baseline + Seq-Inter", "Seq-KD + Word-KD",
          "Seq-KD + Seq-Inter + Word-KD"] + [f"Seq-KD + Seq-Inter + Word-KD, pruned {r}%" for r in (50, 80, 90)]
 
 
-def run_recipe(workdir, corpus, *extra):
-    env = dict(os.environ, PATH=toydata.VENV_BIN + os.pathsep + os.environ["PATH"])
-    return subprocess.run(["bash", RUN, "--preset", "tiny", "--workdir", str(workdir), "--src", corpus["src"],
-                           "--tgt", corpus["tgt"], "--src-lang", "xx", "--tgt-lang", "yy", *extra],
-                          capture_output=True, text=True, env=env, cwd=toydata.REPO)
+def run_recipe(workdir, corpus, env, *extra):
+    return subprocess.run(recipe_runs.recipe_command(workdir, corpus, *extra), capture_output=True, text=True,
+                          env=env, cwd=toydata.REPO)
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("corpus")
-    pairs = toydata.toy_pairs(600, seed=11, max_len=9)
-    paths = {"src": str(folder / "c.xx"), "tgt": str(folder / "c.yy")}
-    for side, key in ((0, "src"), (1, "tgt")):
-        with open(paths[key], "w") as f:
-            f.writelines(p[side] + "\n" for p in pairs)
-    return paths
+def corpus(recipe_run):
+    return recipe_run.corpus
 
 
 @pytest.fixture(scope="module")
-def study(corpus, tmp_path_factory):
-    """The multi-seed study on the tiny preset: two seeds on one corpus split, then the report over both."""
-    workdir = tmp_path_factory.mktemp("study")
-    proc = run_recipe(workdir, corpus, "--seeds", "1", "2")
+def real_run_env(recipe_run):
+    return recipe_run.env
+
+
+@pytest.fixture(scope="module")
+def study(recipe_run):
+    """The multi-seed study on the tiny preset: two seeds on one corpus split, then the report over both
+    (started in the background at the session's start: conftest.py)."""
+    workdir, proc = recipe_run.wait("study")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return workdir, proc
+
+
+@pytest.fixture(scope="module")
+def wmt14_en_de_run(recipe_run):
+    """WMT14's paper recipe, tiny preset, on a stand-in corpus (started at the session's start: conftest.py)."""
+    workdir, proc = recipe_run.wait("wmt14_en_de")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return workdir, proc
 
@@ -126,10 +133,10 @@ def test_a_users_corpus_gets_its_own_title(study):
         assert "c.xx → c.yy (xx→yy), preset tiny, seeds 1 2" in f.read()
 
 
-def test_rerun_resumes_without_redoing_anything(study, corpus):
+def test_rerun_resumes_without_redoing_anything(study, corpus, real_run_env):
     workdir, _ = study
     before = os.path.getmtime(workdir / "seed-1" / "models" / "teacher" / "checkpoint_last.pt")
-    proc = run_recipe(workdir, corpus, "--seeds", "1", "2")
+    proc = run_recipe(workdir, corpus, real_run_env, "--seeds", "1", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     names = plan_names(workdir)
     reports = [n for n in names if n.endswith("report") or n.startswith("report ")]
@@ -264,26 +271,25 @@ def test_an_unknown_architecture_is_refused_before_anything_runs(option, arch, w
 
 
 def test_the_transformer_preset_plan(tmp_path):
-    """The transformer preset: every step of the demo but pruning, on a joint vocabulary with shared embeddings,
+    """The transformer preset: every step of the demo, on a joint vocabulary with shared embeddings,
     a Transformer teacher decoded by ctranslate2 and deep-encoder/shallow-decoder Transformer students."""
     demo = [step_name(line) for line in dry_run(RUN, "--preset", "demo", "--workdir", str(tmp_path))[1:]]
     lines = dry_run(RUN, "--preset", "transformer", "--workdir", str(tmp_path))
     assert lines[0] == "# the teacher's beam search over the training set: --engine ctranslate2 (default for a " \
         "Transformer teacher)"
-    # no pruning rows: seqkd-prune cannot prune shared embeddings yet (the preset says why)
-    assert [step_name(line) for line in lines[1:]] == [n for n in demo if "prune" not in n]
+    assert [step_name(line) for line in lines[1:]] == demo  # pruning too: a shared table is pruned once
     parsed = parse_commands("\n".join(lines))
     assert len(parsed) == len(lines) - 1
     prepare = parsed[0]
     assert prepare.joint_vocab and prepare.vocab_size == 2000 and prepare.train_size == 7000
     models = trainings(parsed)
-    assert len(models) == 7 and all(a.share_all_embeddings for a in models.values())
+    assert len(models) == 8 and all(a.share_all_embeddings for a in models.values())
     teacher = models.pop("teacher")
     assert teacher.arch == "transformer_teacher_bible" and teacher.criterion == "label_smoothed_cross_entropy"
     assert (teacher.max_update, teacher.lr, teacher.lr_scheduler, teacher.clip_norm) == (1800, [0.001],
                                                                                          "inverse_sqrt", 1.0)
     assert all(a.arch == "transformer_student_bible" for a in models.values())
-    assert sorted(a.criterion for a in models.values()) == ["cross_entropy"] * 3 + ["word_kd"] * 3
+    assert sorted(a.criterion for a in models.values()) == ["cross_entropy"] * 4 + ["word_kd"] * 3
     assert all(a.kd_topk_store for a in models.values() if a.criterion == "word_kd")  # the teacher's top 64
     distills = [a for a in parsed if hasattr(a, "stop_after_batches") and hasattr(a, "beam")]
     assert [(a.beam, a.engine) for a in distills] == [(5, "ctranslate2"), (6, "ctranslate2")]
@@ -359,62 +365,51 @@ def test_the_study_with_multi_and_its_checks(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def write_iwslt_layout(folder, pairs):
-    """A stand-in for WIT3's th-en release: train.tags files with metadata, XML dev/test sets."""
-    folder.mkdir(parents=True, exist_ok=True)
-    train, rest = pairs[:300], pairs[300:]
-    for side, lang in ((0, "th"), (1, "en")):
-        with open(folder / f"train.tags.th-en.{lang}", "w") as f:
-            f.write("<url>http://www.ted.com/talks/x</url>\n<keywords>talks</keywords>\n")
-            f.writelines(p[side] + "\n" for p in train)
-        for i, name in enumerate(("dev2010", "tst2010", "tst2011", "tst2012", "tst2013")):
-            segs = "".join(f'<seg id="{j}"> {p[side]} </seg>\n' for j, p in enumerate(rest[i * 10:(i + 1) * 10]))
-            (folder / f"IWSLT15.TED.{name}.th-en.{lang}.xml").write_text(
-                f'<mteval>\n<srcset setid="{name}">\n<doc docid="1">\n{segs}</doc>\n</srcset>\n</mteval>\n')
+PAPER_RECIPES, PAPER_PAIRS = recipe_runs.PAPER_RECIPES, recipe_runs.PAPER_PAIRS
+paper_recipe_command = recipe_runs.paper_recipe_command
 
 
-def write_wmt_layout(folder, pairs):
-    """A stand-in for the unpacked statmt.org WMT14 archives."""
-    (folder / "training").mkdir(parents=True, exist_ok=True)
-    (folder / "dev").mkdir()
-    (folder / "test-full").mkdir()
-    chunks = {"training/europarl-v7": pairs[:120], "commoncrawl": pairs[120:240],
-              "training/news-commentary-v9": pairs[240:300]}
-    for side, lang in ((0, "en"), (1, "de")):
-        for name, chunk in chunks.items():
-            with open(folder / f"{name}.de-en.{lang}", "w") as f:
-                f.writelines(p[side] + "\n" for p in chunk)
-        for i, name in enumerate(("newstest2012", "newstest2013")):
-            with open(folder / "dev" / f"{name}.{lang}", "w") as f:
-                f.writelines(p[side] + "\n" for p in pairs[300 + 10 * i:310 + 10 * i])
-        kind = "src" if lang == "en" else "ref"
-        segs = "".join(f'<seg id="{j}">{p[side]}</seg>\n' for j, p in enumerate(pairs[320:340]))
-        (folder / "test-full" / f"newstest2014-deen-{kind}.{lang}.sgm").write_text(
-            f'<{kind}set setid="newstest2014">\n<doc docid="1">\n{segs}</doc>\n</{kind}set>\n')
+def check_extracted_text(name, run):
+    src, tgt = PAPER_RECIPES[name][1]
+    test = PAPER_PAIRS[320:340] if "wmt" in name else PAPER_PAIRS[330:350]
+    with open(run / "text" / f"test.{tgt}") as f:  # the SGML/XML segments, in order
+        assert f.read().splitlines() == [p[1] for p in test]
+    with open(run / "text" / f"train.{src}") as f:
+        assert f.read().splitlines() == [p[0] for p in PAPER_PAIRS[:300]]  # metadata lines dropped, sets concatenated
 
 
-PAPER_RECIPES = {"iwslt15_th_en": (write_iwslt_layout, ("th", "en")), "wmt14_en_de": (write_wmt_layout, ("en", "de"))}
-
-
-@pytest.mark.parametrize("name", sorted(PAPER_RECIPES))
-def test_paper_recipe_end_to_end_on_a_stand_in_corpus(name, tmp_path):
-    write_layout, (src, tgt) = PAPER_RECIPES[name]
-    pairs = toydata.toy_pairs(350, seed=5, max_len=8)
-    write_layout(tmp_path / "corpus", pairs)
-    env = dict(os.environ, PATH=toydata.VENV_BIN + os.pathsep + os.environ["PATH"])
-    run = os.path.join(toydata.REPO, "examples", name, "run.sh")
-    proc = subprocess.run(["bash", run, "--preset", "tiny", "--corpus-dir", str(tmp_path / "corpus"), "--workdir",
-                           str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=toydata.REPO)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    text = tmp_path / "run" / "text"
-    with open(text / f"test.{tgt}") as f:  # the SGML/XML segments, in order
-        assert f.read().splitlines() == [p[1] for p in (pairs[320:340] if "wmt" in name else pairs[330:350])]
-    with open(text / f"train.{src}") as f:
-        assert f.read().splitlines() == [p[0] for p in pairs[:300]]  # metadata lines dropped, sets concatenated
-    with open(tmp_path / "run" / "results.json") as f:
+def test_paper_recipe_end_to_end_on_a_stand_in_corpus(wmt14_en_de_run):
+    """WMT14's recipe, every step for real (it has every step of IWSLT15's and its own 2x300 student: the next
+    test checks that IWSLT15's plan is this one without it)."""
+    workdir, _ = wmt14_en_de_run
+    check_extracted_text("wmt14_en_de", workdir / "run")
+    with open(workdir / "run" / "results.json") as f:
         rows = json.load(f)
-    expected = 9 if name == "wmt14_en_de" else 8  # the tiny preset prunes at 80% only
-    assert len(rows) == expected and rows[0]["name"] == "Teacher 1x32"  # the tiny preset's teacher
+    assert len(rows) == 9 and rows[0]["name"] == "Teacher 1x32"  # the tiny preset's teacher; it prunes at 80% only
+
+
+def test_paper_recipe_iwslt15_reads_its_corpus_and_plans_wmt14s_steps(real_run_env, tmp_path):
+    """IWSLT15's recipe on its stand-in corpus: its own steps (reading WIT3's layout, seqkd-prepare) run for real,
+    the rest of its plan is WMT14's, which the test above runs end to end, less WMT14's 2x300 student; its report
+    has 8 rows, the tiny preset's teacher first."""
+    name = "iwslt15_th_en"
+    command = paper_recipe_command(name, tmp_path)
+    lines = dry_run(command[1], *command[2:])
+    steps = {step_name(line): line[1:].split("] ", 1)[1] for line in lines[1:]}
+    for step in ("extract text", "prepare"):  # as the runner runs a step: its command line, by bash
+        proc = subprocess.run(["bash", "-c", steps[step]], capture_output=True, text=True, env=real_run_env,
+                              cwd=toydata.REPO)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check_extracted_text(name, tmp_path / "run")
+    assert (tmp_path / "run" / "data" / "bin" / "dict.en.txt").exists()
+    wmt = dry_run(*paper_recipe_command("wmt14_en_de", tmp_path / "wmt")[1:])
+    assert [step_name(line) for line in lines[1:]] == [step_name(line) for line in wmt[1:] if "2x300" not in line]
+    parsed = parse_commands("\n".join(lines))
+    # the report's rows: the evaluations' JSONs, in the order of their file names
+    evals = sorted((a for a in parsed if hasattr(a, "speed_sentences")), key=lambda a: os.path.basename(a.json))
+    assert len(evals) == 8 and evals[0].name == "Teacher 1x32"
+    (report,) = [a for a in parsed if hasattr(a, "runs")]
+    assert report.teacher == "Teacher 1x32" and len({os.path.dirname(a.json) for a in evals}) == 1
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_RECIPES))
@@ -483,13 +478,13 @@ def test_paper_recipe_with_multi_on_four_gpus(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_a_failing_step_names_its_log_and_stops(study, corpus):
+def test_a_failing_step_names_its_log_and_stops(study, corpus, real_run_env):
     """(Runs last: it breaks the study's seed-2 Seq-KD student.)"""
     workdir, _ = study
     run = workdir / "seed-2"
     (run / "eval" / "04-seq-kd.json").unlink()
     (run / "models" / "seq-kd" / "checkpoint_last.pt").write_bytes(b"not a checkpoint")
-    proc = run_recipe(workdir, corpus, "--seeds", "1", "2")
+    proc = run_recipe(workdir, corpus, real_run_env, "--seeds", "1", "2")
     assert proc.returncode == 1
     assert "seed 2: eval seq-kd: FAILED after" in proc.stdout
     log = run / "logs" / "eval-seq-kd.log"
@@ -528,8 +523,9 @@ def test_the_seed_sets_initialisation_and_data_order(toy_data, tmp_path):
     """Same seed, same checkpoint (bit for bit); another seed, another one; and another batch order."""
     from fairseq_seqkd.generation import load_split
 
-    first, again, other = (train_once(toy_data, tmp_path / name, seed)
-                           for name, seed in (("a", 1), ("b", 1), ("c", 2)))
+    with ThreadPoolExecutor(2) as pool:  # fresh processes of one thread each, two at a time
+        first, again, other = pool.map(lambda run: train_once(toy_data, tmp_path / run[0], run[1]),
+                                       (("a", 1), ("b", 1), ("c", 2)))
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not any(torch.equal(first[k], other[k]) for k in first if first[k].dim() == 2)
     task = load_split(toy_data, "train")
@@ -554,18 +550,25 @@ def engine_choice(arch, gpus="0", python="python3", *options):
 
 
 def test_recipes_pick_the_fastest_exact_engine_for_their_teacher(tmp_path):
-    assert engine_choice("luong_lstm_4x1000")[0] == "seqkd"
-    assert engine_choice("lstm_wiseman_iwslt_de_en", "1")[0] == "fairseq"
-    assert engine_choice("transformer_wmt_en_de") == ("ctranslate2", "default for a Transformer teacher")
     # without ctranslate2 (an interpreter that cannot import it): fairseq, saying what to install
     no_ct2 = tmp_path / "python3"
     no_ct2.write_text('#!/bin/sh\ncase "$*" in *ctranslate2*) exit 1 ;; esac\nexec python3 "$@"\n')
     no_ct2.chmod(0o755)
-    assert engine_choice("transformer", "0", str(no_ct2)) == (
-        "fairseq", "ctranslate2 is not installed: pip install ctranslate2")
-    assert engine_choice("fconv_iwslt_de_en") == ("fairseq", "default for a fconv_iwslt_de_en teacher (fconv model)")
+    calls = {  # each a bash that imports fairseq (seconds): two at a time
+        "lstm": ("luong_lstm_4x1000",), "lstm gpu": ("lstm_wiseman_iwslt_de_en", "1"),
+        "transformer": ("transformer_wmt_en_de",), "no ct2": ("transformer", "0", str(no_ct2)),
+        "fconv": ("fconv_iwslt_de_en",), "iwslt transformer": ("transformer_iwslt_de_en",),
+        "our transformer": ("transformer_student_tiny",), "lstm of another name": ("lstm_luong_wmt_en_de",),
+        "--engine": ("luong_lstm_2x500", "0", "python3", "--engine", "fairseq")}
+    with ThreadPoolExecutor(2) as pool:
+        choice = dict(zip(calls, pool.map(lambda args: engine_choice(*args), calls.values())))
+    assert choice["lstm"][0] == "seqkd"
+    assert choice["lstm gpu"][0] == "fairseq"
+    assert choice["transformer"] == ("ctranslate2", "default for a Transformer teacher")
+    assert choice["no ct2"] == ("fairseq", "ctranslate2 is not installed: pip install ctranslate2")
+    assert choice["fconv"] == ("fairseq", "default for a fconv_iwslt_de_en teacher (fconv model)")
     # by the teacher's fairseq model, whatever the architecture's name: fairseq's and ours
-    assert engine_choice("transformer_iwslt_de_en")[0] == engine_choice("transformer_student_tiny")[0] == "ctranslate2"
-    assert engine_choice("lstm_luong_wmt_en_de")[0] == "seqkd"
+    assert choice["iwslt transformer"][0] == choice["our transformer"][0] == "ctranslate2"
+    assert choice["lstm of another name"][0] == "seqkd"
     # --engine wins over the default
-    assert engine_choice("luong_lstm_2x500", "0", "python3", "--engine", "fairseq") == ("fairseq", "--engine")
+    assert choice["--engine"] == ("fairseq", "--engine")

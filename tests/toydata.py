@@ -124,6 +124,16 @@ def run_cli(args, cwd=None, env=None, check=True, stdin_path=None):
     return proc
 
 
+def run_clis(calls, workers=2):
+    """run_cli for each of ``calls`` (dicts of its keyword arguments, ``args`` among them), ``workers`` at a time
+    (each a fresh process that imports torch and fairseq: seconds of one core); their CompletedProcesses, in
+    order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda call: run_cli(**call), calls))
+
+
 def assert_one_line_error(proc, message):
     """Exit status 1 and our message as the last line of stderr, without a traceback.
 

@@ -1,0 +1,172 @@
+"""The real recipe runs of tests/test_recipe.py, started in the background as soon as pytest knows a selected test
+needs them (conftest.py, pytest_collection_finish), so that they run beside the rest of the suite instead of
+after it: two recipes on the tiny preset are ~100 short processes, most of whose CPU time is their imports, and
+the rest of the suite keeps about one of two cores busy.
+
+- "study": the Bible recipe's multi-seed study (``--seeds 1 2``) on a 600-pair stand-in corpus;
+- "wmt14_en_de": the WMT14 paper recipe on a stand-in for the unpacked statmt.org archives (it has every step of
+  the IWSLT15 recipe, whose own steps and plan tests/test_recipe.py checks, and a 2x300 student of its own).
+
+Other modules register runs of their own in STARTERS (tests/test_docs.py: the docs' runnable blocks). Each run is
+started once per session; ``Runs.wait(name)`` returns its folder and CompletedProcess.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import tempfile
+
+import toydata
+
+RUN = os.path.join(toydata.REPO, "examples", "bible", "run.sh")
+
+#: What the real runs' seqkd-eval appends to the preset's options (the last occurrence wins): one short speed
+#: measurement instead of 3 of at least a second each (6-8 s of every evaluation's ~15 s, 29 evaluations). The
+#: speed options are tested in tests/test_eval.py; the presets' EVAL options are parsed in the plans' tests.
+EVAL_WRAPPER = ["--speed-repeats", "1", "--speed-min-seconds", "0", "--speed-warmup", "0"]
+
+
+def real_run_env(folder):
+    """The environment of the real recipe runs: the venv's tools first, seqkd-eval behind EVAL_WRAPPER (a
+    wrapper written to ``folder``)."""
+    os.makedirs(folder, exist_ok=True)
+    tool = os.path.join(folder, "seqkd-eval")
+    with open(tool, "w") as f:
+        f.write(f'#!/usr/bin/env bash\nexec {shlex.quote(os.path.join(toydata.VENV_BIN, "seqkd-eval"))} "$@" '
+                f'{" ".join(EVAL_WRAPPER)}\n')
+    os.chmod(tool, 0o755)
+    return dict(os.environ, PATH=os.pathsep.join([str(folder), toydata.VENV_BIN, os.environ["PATH"]]))
+
+
+def write_study_corpus(folder):
+    """A user's parallel text for the Bible recipe's --src/--tgt: {"src": .../c.xx, "tgt": .../c.yy}."""
+    pairs = toydata.toy_pairs(600, seed=11, max_len=9)
+    paths = {"src": os.path.join(folder, "c.xx"), "tgt": os.path.join(folder, "c.yy")}
+    for side, key in ((0, "src"), (1, "tgt")):
+        with open(paths[key], "w") as f:
+            f.writelines(p[side] + "\n" for p in pairs)
+    return paths
+
+
+def recipe_command(workdir, corpus, *extra):
+    return ["bash", RUN, "--preset", "tiny", "--workdir", str(workdir), "--src", corpus["src"], "--tgt", corpus["tgt"],
+            "--src-lang", "xx", "--tgt-lang", "yy", *extra]
+
+
+def write_iwslt_layout(folder, pairs):
+    """A stand-in for WIT3's th-en release: train.tags files with metadata, XML dev/test sets."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train, rest = pairs[:300], pairs[300:]
+    for side, lang in ((0, "th"), (1, "en")):
+        with open(folder / f"train.tags.th-en.{lang}", "w") as f:
+            f.write("<url>http://www.ted.com/talks/x</url>\n<keywords>talks</keywords>\n")
+            f.writelines(p[side] + "\n" for p in train)
+        for i, name in enumerate(("dev2010", "tst2010", "tst2011", "tst2012", "tst2013")):
+            segs = "".join(f'<seg id="{j}"> {p[side]} </seg>\n' for j, p in enumerate(rest[i * 10:(i + 1) * 10]))
+            (folder / f"IWSLT15.TED.{name}.th-en.{lang}.xml").write_text(
+                f'<mteval>\n<srcset setid="{name}">\n<doc docid="1">\n{segs}</doc>\n</srcset>\n</mteval>\n')
+
+
+def write_wmt_layout(folder, pairs):
+    """A stand-in for the unpacked statmt.org WMT14 archives."""
+    (folder / "training").mkdir(parents=True, exist_ok=True)
+    (folder / "dev").mkdir()
+    (folder / "test-full").mkdir()
+    chunks = {"training/europarl-v7": pairs[:120], "commoncrawl": pairs[120:240],
+              "training/news-commentary-v9": pairs[240:300]}
+    for side, lang in ((0, "en"), (1, "de")):
+        for name, chunk in chunks.items():
+            with open(folder / f"{name}.de-en.{lang}", "w") as f:
+                f.writelines(p[side] + "\n" for p in chunk)
+        for i, name in enumerate(("newstest2012", "newstest2013")):
+            with open(folder / "dev" / f"{name}.{lang}", "w") as f:
+                f.writelines(p[side] + "\n" for p in pairs[300 + 10 * i:310 + 10 * i])
+        kind = "src" if lang == "en" else "ref"
+        segs = "".join(f'<seg id="{j}">{p[side]}</seg>\n' for j, p in enumerate(pairs[320:340]))
+        (folder / "test-full" / f"newstest2014-deen-{kind}.{lang}.sgm").write_text(
+            f'<{kind}set setid="newstest2014">\n<doc docid="1">\n{segs}</doc>\n</{kind}set>\n')
+
+
+PAPER_RECIPES = {"iwslt15_th_en": (write_iwslt_layout, ("th", "en")), "wmt14_en_de": (write_wmt_layout, ("en", "de"))}
+PAPER_PAIRS = toydata.toy_pairs(350, seed=5, max_len=8)
+
+
+def paper_recipe_command(name, workdir):
+    """The paper recipe NAME's tiny preset on a stand-in corpus written to WORKDIR/corpus, run in WORKDIR/run."""
+    write_layout, _ = PAPER_RECIPES[name]
+    write_layout(workdir / "corpus", PAPER_PAIRS)
+    return ["bash", os.path.join(toydata.REPO, "examples", name, "run.sh"), "--preset", "tiny", "--corpus-dir",
+            str(workdir / "corpus"), "--workdir", str(workdir / "run")]
+
+
+class Background:
+    """A command started now, its output kept in temporary files until it is waited for."""
+
+    def __init__(self, command, env, cwd=toydata.REPO):
+        self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(command, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL, text=True,
+                                     env=env, cwd=cwd)
+        self.done = None
+
+    def wait(self, timeout=None):
+        if self.done is None:
+            self.proc.wait(timeout)
+            self.out.seek(0)
+            self.err.seek(0)
+            self.done = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, self.out.read(),
+                                                    self.err.read())
+        return self.done
+
+    def stop(self):
+        """SIGTERM (the runner forwards it to its steps), SIGKILL 30 s later."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+#: Other background runs, registered by the test modules that need them (at import, i.e. at collection):
+#: {name: starter(folder) -> Background}; a test asks for one with the marker ``background(name)``.
+STARTERS = {}
+
+
+class Runs:
+    """The session's background runs. ``mktemp(name)``: a new folder (pytest's tmp_path_factory.mktemp)."""
+
+    NAMES = ("study", "wmt14_en_de")
+
+    def __init__(self, mktemp):
+        self.mktemp = mktemp
+        self.env = real_run_env(str(mktemp("wrappers")))
+        self.corpus = write_study_corpus(str(mktemp("corpus")))
+        self.started = {}
+
+    def start(self, name):
+        if name not in self.started:
+            workdir = self.mktemp(re.sub(r"\W", "_", name))
+            if name == "study":
+                run = Background(recipe_command(workdir, self.corpus, "--seeds", "1", "2"), self.env)
+            elif name in PAPER_RECIPES:
+                run = Background(paper_recipe_command(name, workdir), self.env)
+            else:
+                run = STARTERS[name](workdir)
+            self.started[name] = (workdir, run)
+        return self.started[name]
+
+    def wait(self, name, timeout=None):
+        """(folder, CompletedProcess) of the run ``name`` (started now if it was not); after ``timeout`` seconds
+        of waiting, stopped and an AssertionError."""
+        workdir, run = self.start(name)
+        try:
+            return workdir, run.wait(timeout)
+        except subprocess.TimeoutExpired:
+            run.stop()
+            raise AssertionError(f"{name}: still running after {timeout} s") from None
+
+    def stop(self):
+        for _, run in self.started.values():
+            run.stop()

@@ -301,16 +301,7 @@ def test_sentences_longer_than_max_tokens_get_a_batch_of_their_own(toy_data, toy
     output is fairseq-generate's; every other batch keeps within the limit; a sentence at the limit fits."""
     from fairseq_seqkd import generation
 
-    pairs = toydata.toy_pairs(30, seed=3)
-    pairs[4] = (" ".join(f"s{i}" for i in range(12)), "t0 t1 t2")  # 13 source tokens, 4 target tokens
-    pairs[9] = (" ".join(f"s{i}" for i in range(9)), " ".join(f"t{i}" for i in range(9)))  # 10 and 10: fits
-    pairs[17] = ("s3 s4 s5 s6", " ".join(f"t{i}" for i in range(11)))  # 5 source tokens, 12 target tokens
-    text = tmp_path / "text"
-    text.mkdir()
-    for side, lang in ((0, "src"), (1, "tgt")):
-        (text / f"train.{lang}").write_text("".join(p[side] + "\n" for p in pairs))
-    data = toydata.preprocess(str(text), str(tmp_path / "bin"), splits=("train",), extra=[
-        "--srcdict", os.path.join(toy_data, "dict.src.txt"), "--tgtdict", os.path.join(toy_data, "dict.tgt.txt")])
+    data = toydata.over_max_tokens_data(str(tmp_path), toy_data, "train")
     with pytest.raises(AssertionError, match="Sentences lengths should not exceed max_tokens=10"):
         toydata.generate(data, toy_model, ["--beam", "2", "--max-tokens", "10"], subset="train")
 
@@ -320,7 +311,7 @@ def test_sentences_longer_than_max_tokens_get_a_batch_of_their_own(toy_data, toy
     assert (f"{data}: 2 sentence(s) of train have more tokens than --max-tokens 10: each gets a batch of its "
             f"own (sentence 4: 13 source, 4 target tokens; sentence 17: 5 source, 12 target tokens; "
             f"with </s>)") in proc.stdout
-    assert lines(f"{prefix}.src") == [p[0] for p in pairs]
+    assert lines(f"{prefix}.src") == lines(tmp_path / "text" / "train.src")
     best = toydata.hypotheses(toydata.generate(data, toy_model, ["--beam", "2", "--batch-size", "64"], subset="train"))
     assert lines(f"{prefix}.tgt") == [best[i] for i in range(30)]
     assert sorted(os.listdir(prefix.parent)) == ["train.kd.src", "train.kd.tgt"]

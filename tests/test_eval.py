@@ -193,16 +193,7 @@ def test_sentences_longer_than_max_tokens_get_a_batch_of_their_own(toy_data, toy
     """As seqkd-distill: a sentence above --max-tokens (max(source, reference) tokens with </s>, fairseq's
     count) is decoded and scored in a batch of its own, with one warning: the results are those of a
     --max-tokens every sentence fits in."""
-    pairs = toydata.toy_pairs(30, seed=3)
-    pairs[4] = (" ".join(f"s{i}" for i in range(12)), "t0 t1 t2")  # 13 source tokens, 4 target tokens
-    pairs[9] = (" ".join(f"s{i}" for i in range(9)), " ".join(f"t{i}" for i in range(9)))  # 10 and 10: fits
-    pairs[17] = ("s3 s4 s5 s6", " ".join(f"t{i}" for i in range(11)))  # 5 source tokens, 12 target tokens
-    text = tmp_path / "text"
-    text.mkdir()
-    for side, lang in ((0, "src"), (1, "tgt")):
-        (text / f"test.{lang}").write_text("".join(p[side] + "\n" for p in pairs))
-    data = toydata.preprocess(str(text), str(tmp_path / "bin"), splits=("test",), extra=[
-        "--srcdict", os.path.join(toy_data, "dict.src.txt"), "--tgtdict", os.path.join(toy_data, "dict.tgt.txt")])
+    data = toydata.over_max_tokens_data(str(tmp_path), toy_data, "test")
     common = [data, "--path", toy_model, "--remove-bpe", "none", "--cpu", "--speed-sentences", "2",
               "--speed-repeats", "1", "--speed-warmup", "0", "--speed-min-seconds", "0"]
     caplog.set_level(logging.WARNING)

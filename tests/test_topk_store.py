@@ -236,16 +236,7 @@ def test_sentences_longer_than_max_tokens_get_a_batch_of_their_own(toy_data, toy
     """As seqkd-distill: a sentence above --max-tokens (max(source, target) tokens with </s>, fairseq's count)
     is computed in a batch of its own, with one warning; the store holds every sentence's top k (oracle: the
     teacher run on each sentence alone)."""
-    pairs = toydata.toy_pairs(30, seed=3)
-    pairs[4] = (" ".join(f"s{i}" for i in range(12)), "t0 t1 t2")  # 13 source tokens, 4 target tokens
-    pairs[9] = (" ".join(f"s{i}" for i in range(9)), " ".join(f"t{i}" for i in range(9)))  # 10 and 10: fits
-    pairs[17] = ("s3 s4 s5 s6", " ".join(f"t{i}" for i in range(11)))  # 5 source tokens, 12 target tokens
-    text = tmp_path / "text"
-    text.mkdir()
-    for side, lang in ((0, "src"), (1, "tgt")):
-        (text / f"train.{lang}").write_text("".join(p[side] + "\n" for p in pairs))
-    data = toydata.preprocess(str(text), str(tmp_path / "bin"), splits=("train",), extra=[
-        "--srcdict", os.path.join(toy_data, "dict.src.txt"), "--tgtdict", os.path.join(toy_data, "dict.tgt.txt")])
+    data = toydata.over_max_tokens_data(str(tmp_path), toy_data, "train")
     caplog.set_level(logging.WARNING)
     out = tmp_path / "train.top5"
     header = topk_main([data, "--path", toy_model, "--out", str(out), "--k", str(K), "--max-tokens", "10", "--cpu"])

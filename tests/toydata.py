@@ -67,6 +67,23 @@ def preprocess(text_dir, dest, splits=("train", "valid", "test"), extra=()):
     return dest
 
 
+def over_max_tokens_data(folder, toy_data, split):
+    """30 toy pairs binarized as ``split`` with the toy data's dictionaries, against --max-tokens 10: sentence 4
+    has 13 source tokens (and 4 target), sentence 17 only a long reference (5 and 12), sentence 9 is exactly at
+    the limit (10 and 10, </s> included)."""
+    pairs = toy_pairs(30, seed=3)
+    pairs[4] = (" ".join(f"s{i}" for i in range(12)), "t0 t1 t2")
+    pairs[9] = (" ".join(f"s{i}" for i in range(9)), " ".join(f"t{i}" for i in range(9)))
+    pairs[17] = ("s3 s4 s5 s6", " ".join(f"t{i}" for i in range(11)))
+    text = os.path.join(folder, "text")
+    os.makedirs(text)
+    for side, lang in ((0, "src"), (1, "tgt")):
+        with open(os.path.join(text, f"{split}.{lang}"), "w") as f:
+            f.write("".join(p[side] + "\n" for p in pairs))
+    return preprocess(text, os.path.join(folder, "bin"), splits=(split,), extra=[
+        "--srcdict", os.path.join(toy_data, "dict.src.txt"), "--tgtdict", os.path.join(toy_data, "dict.tgt.txt")])
+
+
 def train(data, save_dir, extra=(), max_epoch=12):
     """Run fairseq-train in this process; return the best checkpoint's path."""
     from fairseq import checkpoint_utils, distributed_utils, options

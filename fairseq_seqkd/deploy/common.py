@@ -97,6 +97,21 @@ def _is_model_directory(folder):
         return False
 
 
+class LineTranslator:
+    """What both translators share: lines of text in, translations out. A subclass gives ``source_ids``,
+    ``check_lengths``, ``translate_ids`` and ``text``."""
+
+    def translate(self, lines, batch_size=1, first_line=1):
+        """Translations of ``lines`` in order (all lines are checked before any is decoded)."""
+        sources = [self.source_ids(line, f"line {first_line + i}") for i, line in enumerate(lines)]
+        for i, ids in enumerate(sources):
+            self.check_lengths(ids, f"line {first_line + i}")
+        out = []
+        for start in range(0, len(sources), batch_size):
+            out += [self.text(h) for h in self.translate_ids(sources[start:start + batch_size])]
+        return out
+
+
 class Summary:
     """The closing line of seqkd-translate, after fairseq-generate's: counts, seconds, rates."""
 

@@ -23,7 +23,7 @@ An empty line is the one difference left: CTranslate2 gives an empty translation
 from typing import List, NamedTuple, Sequence
 
 from fairseq_seqkd.deploy import ct2_bundle
-from fairseq_seqkd.deploy.common import detokenize, load_spm, source_pieces
+from fairseq_seqkd.deploy.common import LineTranslator, detokenize, load_spm, source_pieces
 from fairseq_seqkd.errors import SeqKDError
 
 EOS = "</s>"
@@ -62,7 +62,7 @@ def _one_line(e):
     return " ".join(str(e).split())[:200] or type(e).__name__
 
 
-class CT2Translator:
+class CT2Translator(LineTranslator):
     """A CTranslate2 model directory with decoding options; see the module docstring."""
 
     kind = ct2_bundle.KIND
@@ -159,14 +159,4 @@ class CT2Translator:
             score, tokens = fairseq_ranking(ended, cut, [sum(next(scored).log_probs) for _ in cut], self.beam,
                                             self.lenpen)[0]
             out.append(Hypothesis(tokens, score))
-        return out
-
-    def translate(self, lines: Sequence[str], batch_size: int = 1, first_line: int = 1) -> List[str]:
-        """Translations of ``lines`` in order (all lines are checked before any is decoded)."""
-        sources = [self.source_ids(line, f"line {first_line + i}") for i, line in enumerate(lines)]
-        for i, pieces in enumerate(sources):
-            self.check_lengths(pieces, f"line {first_line + i}")
-        out = []
-        for start in range(0, len(sources), batch_size):
-            out += [self.text(h) for h in self.translate_ids(sources[start:start + batch_size])]
         return out

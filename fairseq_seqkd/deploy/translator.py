@@ -22,13 +22,13 @@ from typing import List, Sequence
 import torch
 
 from fairseq_seqkd.deploy import bundle as bundle_io
-from fairseq_seqkd.deploy.common import INT8_ACTIVATIONS, Summary, detokenize, load_spm, source_pieces  # noqa: F401
+from fairseq_seqkd.deploy.common import LineTranslator, INT8_ACTIVATIONS, Summary, detokenize, load_spm, source_pieces  # noqa: F401
 from fairseq_seqkd.deploy.network import LSTMNet
 from fairseq_seqkd.deploy.search import Hypothesis, search
 from fairseq_seqkd.errors import SeqKDError
 
 
-class Translator:
+class Translator(LineTranslator):
     """An exported student with decoding options; see the module docstring."""
 
     def __init__(self, loaded: "bundle_io.Bundle", beam: int = 1, lenpen: float = 1.0, max_len_a: float = 0.0,
@@ -103,14 +103,4 @@ class Translator:
         out = [None] * len(sources)
         for row, i in enumerate(order):
             out[i] = hyps[row]
-        return out
-
-    def translate(self, lines: Sequence[str], batch_size: int = 1, first_line: int = 1) -> List[str]:
-        """Translations of ``lines`` in order (all lines are checked before any is decoded)."""
-        sources = [self.source_ids(line, f"line {first_line + i}") for i, line in enumerate(lines)]
-        for i, ids in enumerate(sources):
-            self.check_lengths(ids, f"line {first_line + i}")
-        out = []
-        for start in range(0, len(sources), batch_size):
-            out += [self.text(h) for h in self.translate_ids(sources[start:start + batch_size])]
         return out

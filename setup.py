@@ -28,7 +28,7 @@ setup(
         "tensorboardX",
     ],
     extras_require={
-        "test": ["pytest"],
+        "test": ["pytest", "pytest-xdist"],
         "bible": ["pysword"],
         # seqkd-distill --engine ctranslate2 (Transformer teachers, docs/engines.md)
         "fast": ["ctranslate2==4.8.5"],

@@ -7,15 +7,27 @@ import os
 import pytest
 import recipe_runs
 import toydata
+import torch
 
 #: Fixtures of tests/test_recipe.py that wait for a real recipe run: the runs they need.
 RUNS_OF_FIXTURE = {"study": ("study",), "wmt14_en_de_run": ("wmt14_en_de",)}
 
 
+def pytest_configure(config):
+    """One torch thread per process (unless OMP_NUM_THREADS says otherwise), here and in the commands the tests
+    start: the toy models gain nothing from a second thread, and the suite runs processes side by side (pytest
+    workers, the background recipe runs), where threads that wait for each other's cores cost 20-50x."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 def session_runs(config):
     """The session's recipe_runs.Runs (made at the first need)."""
     if getattr(config, "_seqkd_recipe_runs", None) is None:
-        config._seqkd_recipe_runs = recipe_runs.Runs(config._tmp_path_factory.mktemp)
+        factory = config._tmp_path_factory
+        # pytest-xdist's workers each have a folder of their own in the session's: the runs go in the session's
+        root = factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else factory.getbasetemp()
+        config._seqkd_recipe_runs = recipe_runs.Runs(factory.mktemp, root)
     return config._seqkd_recipe_runs
 
 
@@ -33,10 +45,13 @@ def pytest_collection_finish(session):
         session_runs(session.config).start(name)
 
 
-def pytest_sessionfinish(session):
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the background runs; a pytest-xdist worker whose tests ended normally first lets its runs end (the
+    other workers' tests may wait for them)."""
     runs = getattr(session.config, "_seqkd_recipe_runs", None)
     if runs is not None:
-        runs.stop()
+        interrupted = session.shouldstop or session.shouldfail or exitstatus == pytest.ExitCode.INTERRUPTED
+        runs.finish(others_may_wait=bool(os.environ.get("PYTEST_XDIST_WORKER")) and not interrupted)
 
 
 @pytest.fixture(scope="session")

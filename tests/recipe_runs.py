@@ -13,11 +13,13 @@ started once per session; ``Runs.wait(name)`` returns its folder and CompletedPr
 
 import contextlib
 import os
+import pathlib
 import re
 import shlex
 import signal
 import subprocess
-import tempfile
+import threading
+import time
 
 import toydata
 
@@ -108,27 +110,41 @@ NICE = 15
 
 
 class Background:
-    """A command started now (at a lower priority: NICE), its output kept in temporary files until it is waited
-    for."""
+    """A command started now (at a lower priority: NICE), its stdout, stderr and then its exit status written to
+    ``status``.out, .err and .rc (the .rc last, whole), so that any process of the session can wait for it."""
 
-    def __init__(self, command, env, cwd=toydata.REPO):
-        self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen(["nice", "-n", str(NICE), *command], stdout=self.out, stderr=self.err,
-                                     stdin=subprocess.DEVNULL, text=True, env=env, cwd=cwd, start_new_session=True)
-        self.done = None
+    def __init__(self, command, env, status, cwd=toydata.REPO):
+        self.status = str(status)
+        with open(self.status + ".out", "w") as out, open(self.status + ".err", "w") as err:
+            self.proc = subprocess.Popen(["nice", "-n", str(NICE), *command], stdout=out, stderr=err,
+                                         stdin=subprocess.DEVNULL, text=True, env=env, cwd=cwd,
+                                         start_new_session=True)
+        # Its own session is its own scheduling group (Linux's autogroup, where enabled): there `nice` only orders
+        # the group's processes among themselves, and the group would get as much CPU as all of pytest. The
+        # group's own niceness is what puts the run behind the tests.
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{self.proc.pid}/autogroup", "w") as f:
+                f.write(str(NICE))
+        self.watcher = threading.Thread(target=self._write_status, daemon=True)
+        self.watcher.start()
+
+    def _write_status(self):
+        code = self.proc.wait()
+        with open(self.status + ".rc.tmp", "w") as f:
+            f.write(str(code))
+        os.replace(self.status + ".rc.tmp", self.status + ".rc")
 
     def wait(self, timeout=None):
-        if self.done is None:
-            self.proc.wait(timeout)
-            self.out.seek(0)
-            self.err.seek(0)
-            self.done = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, self.out.read(),
-                                                    self.err.read())
-        return self.done
+        self.proc.wait(timeout)
+        self.watcher.join()
+        return Elsewhere(self.status, self.proc.args).wait()
+
+    def running(self):
+        return self.proc.poll() is None
 
     def stop(self):
         """SIGTERM to its process group (a recipe's runner forwards it to its steps), SIGKILL 30 s later."""
-        if self.proc.poll() is None:
+        if self.running():
             for signum in (signal.SIGTERM, signal.SIGKILL):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signum)
@@ -139,31 +155,64 @@ class Background:
                     pass
 
 
+class Elsewhere:
+    """A Background that another pytest process of the session (a pytest-xdist worker) started: waited for by
+    its status files."""
+
+    def __init__(self, status, args=None):
+        self.status, self.args = str(status), args
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not os.path.exists(self.status + ".rc"):
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args or self.status, timeout)
+            time.sleep(0.5)
+        with open(self.status + ".rc") as rc, open(self.status + ".out") as out, open(self.status + ".err") as err:
+            return subprocess.CompletedProcess(self.args or self.status, int(rc.read()), out.read(), err.read())
+
+    def running(self):
+        return False
+
+    def stop(self):
+        pass
+
+
 #: Other background runs, registered by the test modules that need them (at import, i.e. at collection):
-#: {name: starter(folder) -> Background}; a test asks for one with the marker ``background(name)``.
+#: {name: starter(folder, status) -> Background}; a test asks for one with the marker ``background(name)``.
 STARTERS = {}
 
 
 class Runs:
-    """The session's background runs. ``mktemp(name)``: a new folder (pytest's tmp_path_factory.mktemp)."""
+    """The session's background runs, each started once per session by whichever pytest process (of
+    pytest-xdist's workers, or the only one) asks first, in a folder of ``root`` that all of them share.
+    ``mktemp(name)``: a new folder of this process (pytest's tmp_path_factory.mktemp)."""
 
     NAMES = ("study", "wmt14_en_de")
 
-    def __init__(self, mktemp):
+    def __init__(self, mktemp, root):
         self.mktemp = mktemp
+        self.root = pathlib.Path(root) / "background-runs"
+        self.root.mkdir(parents=True, exist_ok=True)
         self.env = real_run_env(str(mktemp("wrappers")))
         self.corpus = write_study_corpus(str(mktemp("corpus")))
         self.started = {}
 
     def start(self, name):
         if name not in self.started:
-            workdir = self.mktemp(re.sub(r"\W", "_", name))
+            workdir = self.root / re.sub(r"\W", "_", name)
+            status = self.root / (workdir.name + ".status")
+            try:
+                workdir.mkdir()  # the claim: the first process to make it starts the run
+            except FileExistsError:
+                self.started[name] = (workdir, Elsewhere(status))
+                return self.started[name]
             if name == "study":
-                run = Background(recipe_command(workdir, self.corpus, "--seeds", "1", "2"), self.env)
+                run = Background(recipe_command(workdir, self.corpus, "--seeds", "1", "2"), self.env, status)
             elif name in PAPER_RECIPES:
-                run = Background(paper_recipe_command(name, workdir), self.env)
+                run = Background(paper_recipe_command(name, workdir), self.env, status)
             else:
-                run = STARTERS[name](workdir)
+                run = STARTERS[name](workdir, status)
             self.started[name] = (workdir, run)
         return self.started[name]
 
@@ -176,6 +225,16 @@ class Runs:
         except subprocess.TimeoutExpired:
             run.stop()
             raise AssertionError(f"{name}: still running after {timeout} s") from None
+
+    def finish(self, others_may_wait, timeout=3600):
+        """At the end of this process's tests: the runs it started are stopped, unless other processes of the
+        session may still wait for them (pytest-xdist's workers), then they are left ``timeout`` s to end."""
+        if others_may_wait:
+            for _, run in self.started.values():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    if run.running():
+                        run.proc.wait(timeout)
+        self.stop()
 
     def stop(self):
         for _, run in self.started.values():

@@ -268,9 +268,7 @@ def test_line_longer_than_the_model_limit(exported, tmp_path):
     long_line = " ".join(["s1"] * 1024)
     src = tmp_path / "in.txt"
     src.write_text(f"s1 s2\n{long_line}\ns3\n")
-    with open(src, "rb") as stdin:
-        proc = subprocess.run([os.path.join(toydata.VENV_BIN, "seqkd-translate"), str(exported / "fp32")], stdin=stdin,
-                              capture_output=True, text=True)
+    proc = toydata.run_cli(["seqkd-translate", str(exported / "fp32")], stdin_path=str(src), check=False)
     toydata.assert_one_line_error(proc, "stdin line 2: 1024 source tokens, more than the model's limit of 1023")
     assert proc.stdout == ""  # nothing translated before the bad line was found
     with pytest.raises(SeqKDError, match="stdin line 2: not UTF-8"):

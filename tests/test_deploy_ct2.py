@@ -257,9 +257,7 @@ def copy_of(exported, tmp_path):
 
 
 def translate_cli(folder, *options):
-    proc = subprocess.run([os.path.join(toydata.VENV_BIN, "seqkd-translate"), str(folder), *options],
-                          input="s1 s2\n", capture_output=True, text=True)
-    return proc
+    return toydata.run_cli(["seqkd-translate", str(folder), *options], input="s1 s2\n", check=False)
 
 
 def test_a_file_that_does_not_match_the_manifest_is_refused(copy_of):
@@ -297,8 +295,8 @@ def test_refused_options_and_lines(exported):
     proc = translate_cli(exported / "int8", "--int8-activations", "batch")
     toydata.assert_one_line_error(proc, "--int8-activations batch: for LSTM model directories only")
     long_line = " ".join(["s1"] * 1024)
-    proc = subprocess.run([os.path.join(toydata.VENV_BIN, "seqkd-translate"), str(exported / "fp32")],
-                          input=f"s1 s2\n{long_line}\ns3\n", capture_output=True, text=True)
+    proc = toydata.run_cli(["seqkd-translate", str(exported / "fp32")], input=f"s1 s2\n{long_line}\ns3\n",
+                           check=False)
     toydata.assert_one_line_error(proc, "stdin line 2: 1024 source tokens, more than the model's limit of 1023")
     assert proc.stdout == ""  # nothing translated before the bad line was found
     with pytest.raises(SeqKDError, match="allow 0 target words"):

@@ -377,8 +377,7 @@ def plugin_names():
 
 
 def help_options(argv, cwd=REPO):
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", "")))
+    proc = toydata.run_cli(argv, cwd=cwd, check=False)
     return set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", proc.stdout + proc.stderr))
 
 
@@ -813,9 +812,9 @@ def check_transformer_page(work):
 EXPECTED = {"README.md": check_readme_tour, "docs/transformer.md": check_transformer_page}
 
 
-def start_tiny_blocks(page, folder):
+def start_tiny_blocks(page, folder, status):
     """The tiny blocks of ``page`` as one bash script in ``folder``/work (wrappers in ``folder``/wrappers), started
-    in the background (tests/recipe_runs.py)."""
+    in the background (tests/recipe_runs.py; its output and exit status in ``status``.*)."""
     script = "\n".join(body for lang, _, body in code_blocks(read(page))
                        if lang == "bash" and body.strip().startswith(TINY))
     wrappers, work = str(folder / "wrappers"), str(folder / "work")
@@ -825,7 +824,7 @@ def start_tiny_blocks(page, folder):
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     for var in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
         env.pop(var, None)
-    return recipe_runs.Background(["bash", "-c", "set -euo pipefail\n" + script], env, cwd=work)
+    return recipe_runs.Background(["bash", "-c", "set -euo pipefail\n" + script], env, status, cwd=work)
 
 
 for _page in tiny_pages():

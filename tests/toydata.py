@@ -4,14 +4,19 @@ The toy language pair maps each source word ``sN`` to a target word ``tN``,
 keeping the order, so an attention LSTM of 32 units learns it in seconds.
 """
 
+import atexit
 import contextlib
 import io
+import json
 import os
 import random
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 
+import cli_zygote
 import fairseq_seqkd
 
 USER_DIR = fairseq_seqkd.USER_DIR
@@ -126,19 +131,93 @@ def hypotheses(generate_output):
     return best
 
 
-def run_cli(args, cwd=None, env=None, check=True, stdin_path=None):
-    """Run a console command of the venv in a subprocess (stdin: the file ``stdin_path``, else none); return the
-    CompletedProcess."""
+def run_cli(args, cwd=None, env=None, check=True, stdin_path=None, input=None):
+    """Run a console command of the venv in a process of its own (stdin: the file ``stdin_path``, or the text
+    ``input``, else none); return a CompletedProcess. Our ``seqkd-*`` and fairseq's ``fairseq-*`` commands and
+    ``python SCRIPT.py`` are forked from a process that has imported fairseq already (tests/cli_zygote.py)
+    unless their environment differs from that process's in a variable native libraries read at load;
+    anything else is a fresh subprocess."""
+    if input is not None:
+        with tempfile.NamedTemporaryFile("w", suffix=".stdin", delete=False) as f:
+            f.write(input)
+        try:
+            return run_cli(args, cwd, env, check, f.name)
+        finally:
+            os.unlink(f.name)
     full_env = dict(os.environ)
     full_env["PATH"] = VENV_BIN + os.pathsep + full_env.get("PATH", "")
     for var in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
         full_env.pop(var, None)
     full_env.update(env or {})
-    with open(stdin_path or os.devnull, "rb") as stdin:
-        proc = subprocess.run(args, cwd=cwd or REPO, env=full_env, capture_output=True, text=True, stdin=stdin)
+    zygote = _Zygote.get()
+    forkable = zygote is not None and (
+        os.path.basename(args[0]) in zygote.commands
+        or (args[0] in ("python", sys.executable) and len(args) > 1 and str(args[1]).endswith(".py")))
+    if forkable and cli_zygote.same_native_environment(full_env, zygote.env):
+        proc = zygote.run([str(a) for a in args], os.path.abspath(cwd or REPO), full_env, stdin_path or os.devnull)
+    else:
+        with open(stdin_path or os.devnull, "rb") as stdin:
+            proc = subprocess.run(args, cwd=cwd or REPO, env=full_env, capture_output=True, text=True, stdin=stdin)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+class _Zygote:
+    """This test process's tests/cli_zygote.py, started at the first command (one per pytest process)."""
+
+    _lock = threading.Lock()
+    _instance = None
+
+    _failed = False
+
+    @classmethod
+    def get(cls):
+        """The running zygote (started now if there is none), or None where one cannot start (then every command
+        is a fresh subprocess, as slow as before, and pytest shows a warning once)."""
+        with cls._lock:
+            if not cls._failed and (cls._instance is None or cls._instance.process.poll() is not None):
+                try:
+                    cls._instance = cls()
+                except (OSError, AssertionError) as e:
+                    import warnings
+
+                    warnings.warn(f"tests/cli_zygote.py did not start, commands run as fresh processes: {e}")
+                    cls._failed, cls._instance = True, None
+            return cls._instance
+
+    def __init__(self):
+        from importlib.metadata import entry_points
+
+        self.commands = {e.name for e in entry_points(group="console_scripts")
+                         if e.name.startswith(("seqkd-", "fairseq-"))}
+        self.folder = tempfile.mkdtemp(prefix="seqkd-cli-zygote-")
+        self.socket = os.path.join(self.folder, "socket")
+        self.env = dict(os.environ)
+        for var in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
+            self.env.pop(var, None)
+        with open(os.path.join(self.folder, "zygote.log"), "wb") as log:
+            self.process = subprocess.Popen([sys.executable, cli_zygote.__file__, self.socket], env=self.env,
+                                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True)
+        ready = self.process.stdout.readline().strip()
+        assert ready == "ready", f"tests/cli_zygote.py did not start: {self.folder}/zygote.log"
+        atexit.register(self.process.kill)
+
+    def run(self, argv, cwd, env, stdin_path):
+        out = tempfile.NamedTemporaryFile(dir=self.folder, suffix=".out", delete=False)
+        err = tempfile.NamedTemporaryFile(dir=self.folder, suffix=".err", delete=False)
+        out.close(), err.close()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.connect(self.socket)
+                request = {"argv": argv, "cwd": cwd, "env": env, "stdin": stdin_path, "stdout": out.name,
+                           "stderr": err.name}
+                conn.sendall((json.dumps(request) + "\n").encode())
+                answer = json.loads(conn.makefile("r").readline())
+            with open(out.name) as f_out, open(err.name) as f_err:
+                return subprocess.CompletedProcess(argv, answer["returncode"], f_out.read(), f_err.read())
+        finally:
+            os.unlink(out.name), os.unlink(err.name)
 
 
 def run_clis(calls, workers=2):

@@ -38,6 +38,7 @@ setup(
             "seqkd-prepare = fairseq_seqkd.cli.prepare:cli_main",
             "seqkd-distill = fairseq_seqkd.cli.distill:cli_main",
             "seqkd-select = fairseq_seqkd.cli.select:cli_main",
+            "seqkd-join = fairseq_seqkd.cli.join:cli_main",
             "seqkd-prune = fairseq_seqkd.cli.prune:cli_main",
             "seqkd-eval = fairseq_seqkd.cli.eval:cli_main",
             "seqkd-report = fairseq_seqkd.cli.report:cli_main",

@@ -76,6 +76,33 @@ def binarize(dest, src_lang, tgt_lang, trainpref, validpref=None, testpref=None,
     return dest
 
 
+def binarize_source_only(data, split, src_lang, tgt_lang, text, workers=1):
+    """The subword text file ``text`` binarized with the data folder ``data``'s source dictionary into ``data``
+    as the split ``split`` of source sentences only (``SPLIT.SRC-TGT.SRC.{bin,idx}``, fairseq-preprocess
+    --only-source): no target file, so fairseq loads the split with no references (``target`` None), and a
+    target file of that split already there is refused. The index is renamed into place last."""
+    from fairseq import options
+    from fairseq_cli import preprocess
+
+    srcdict = os.path.join(data, f"dict.{src_lang}.txt")
+    if not os.path.isfile(srcdict):
+        raise SeqKDError(f"{srcdict}: no such file (the source dictionary of {data})")
+    stem = f"{split}.{src_lang}-{tgt_lang}"
+    if any(os.path.exists(os.path.join(data, f"{stem}.{tgt_lang}.{ext}")) for ext in ("bin", "idx")):
+        raise SeqKDError(f"{data}/{stem}.{tgt_lang}.bin: the split {split} has references there; a source-only "
+                         f"split must have none")
+    with tempfile.TemporaryDirectory(prefix=".binarize-", dir=data) as scratch:
+        os.symlink(os.path.abspath(text), os.path.join(scratch, f"text.{src_lang}"))
+        argv = ["--only-source", "--source-lang", src_lang, "--target-lang", tgt_lang, "--trainpref",
+                os.path.join(scratch, "text"), "--destdir", os.path.join(scratch, "out"), "--srcdict", srcdict,
+                "--workers", str(workers)]
+        preprocess.main(options.get_preprocessing_parser().parse_args(argv))
+        for ext in ("bin", "idx"):
+            os.replace(os.path.join(scratch, "out", f"train.{src_lang}-{tgt_lang}.{src_lang}.{ext}"),
+                       os.path.join(data, f"{stem}.{src_lang}.{ext}"))
+    logger.info("binarized %s into %s as the source-only split %s", text, data, split)
+
+
 def binarize_like_data(dest, data, src_file, tgt_file, src_lang=None, tgt_lang=None, ids_file=None):
     """Two line-aligned text files (any names, e.g. seqkd-select's outputs) binarized into ``dest`` as its
     training split, with the binarized data folder ``data``'s dictionaries and its valid/test sets copied

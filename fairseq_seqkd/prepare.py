@@ -12,6 +12,8 @@ Writes::
     OUT/bin/                                 fairseq-preprocess output (the DATA argument); with
                                              --joint-vocab dict.SRC.txt and dict.TGT.txt are one
                                              dictionary of both sides (for --share-all-embeddings)
+    OUT/{raw,tok}/mono.SRC, OUT/bin/mono.*   with --mono-src: source-only text, cleaned and deduplicated
+                                             (fairseq_seqkd/mono.py), binarized with no target file
     OUT/prepare.json                         options and counts, written last
 
 Preparing again with the same options does nothing; with other options it stops (SeqKDError) rather
@@ -61,6 +63,7 @@ class PrepareOptions:
     tgt_vocab_size: Optional[int] = None
     spm_model_type: str = "unigram"
     joint_vocab: bool = False
+    mono_src: Optional[str] = None
     workers: int = 1
 
 
@@ -166,7 +169,8 @@ def prepare(args: PrepareOptions):
         return done
     start = time.time()
     files = [args.src_file, args.tgt_file, *args.extra_ref, args.ids]
-    for path in [p for p in files if p] + [p for p in (args.valid_src, args.valid_tgt, args.test_src, args.test_tgt) if p]:
+    others = (args.valid_src, args.valid_tgt, args.test_src, args.test_tgt, args.mono_src)
+    for path in [p for p in files if p] + [p for p in others if p]:
         if not os.path.isfile(path):
             raise SeqKDError(f"{path}: no such file")
     if bool(args.valid_src) != bool(args.test_src) or bool(args.valid_src) != bool(args.valid_tgt) \
@@ -174,6 +178,11 @@ def prepare(args: PrepareOptions):
         raise SeqKDError("give all of --valid-src --valid-tgt --test-src --test-tgt, or none")
     texts = _check_aligned(files)
     splits = _split(args, texts)
+    if args.mono_src:  # a bad file stops us before anything is written
+        from fairseq_seqkd import mono
+
+        mono_codes = mono.check_mono(args.mono_src, [line for streams in splits.values() for line in streams["src"]],
+                                     args.max_words)
     raw, spm_dir, tok, bin_dir = (os.path.join(out, d) for d in ("raw", "spm", "tok", "bin"))
     for d in (raw, spm_dir, tok):
         os.makedirs(d, exist_ok=True)
@@ -233,6 +242,11 @@ def prepare(args: PrepareOptions):
                  os.path.join(tok, "test"), workers=args.workers, **dicts)
     logger.info("binarized into %s (%.1fs)", bin_dir, time.time() - t0)
     done = {"config": config, "pairs": counts, "data": bin_dir, "seconds": round(time.time() - start, 1)}
+    if args.mono_src:
+        done["mono"] = mono.write_mono(
+            args.mono_src, mono_codes, os.path.join(raw, f"{mono.MONO}.{args.src_lang}"),
+            os.path.join(spm_dir, f"{args.src_lang}.model"), os.path.join(tok, f"{mono.MONO}.{args.src_lang}"),
+            bin_dir, args.src_lang, args.tgt_lang, args.workers)
     atomic_write_lines(stamp, [json.dumps(done, indent=2)])
     logger.info("prepared %s in %.1fs", out, time.time() - start)
     return done

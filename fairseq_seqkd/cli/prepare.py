@@ -11,6 +11,7 @@ corpus already split (add ``--valid-*`` and ``--test-*`` files). Writes::
     OUT/tok/{train,valid,test}.{SRC,TGT}     subword text (what fairseq sees)
     OUT/bin/                                 fairseq-preprocess output (the DATA argument); with
                                              --joint-vocab dict.SRC.txt = dict.TGT.txt
+    OUT/{raw,tok}/mono.SRC, OUT/bin/mono.*   with --mono-src: source-only sentences (no target file)
     OUT/prepare.json                         options and counts, written last
 
 Rerunning with the same options does nothing; with other options it stops
@@ -56,6 +57,12 @@ def get_parser():
                         "trained on both sides' training text, and one fairseq dictionary of both sides "
                         "(bin/dict.SRC.txt and bin/dict.TGT.txt identical), as fairseq-train "
                         "--share-all-embeddings requires; --vocab-size is then the joint size")
+    p.add_argument("--mono-src", metavar="FILE",
+                   help="source-language sentences without references, one per line, for the teacher to translate "
+                        "(seqkd-distill --subset mono): cleaned as the source side, deduplicated against the "
+                        "train, valid and test sources and within itself (the first kept, in the file's order), "
+                        "binarized as the split 'mono' with the source dictionary and no target file; "
+                        "prepare.json says how many lines were removed and why")
     p.add_argument("--spm-model-type", default="unigram", choices=["unigram", "bpe", "char", "word"],
                    help="SentencePiece model type")
     p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),

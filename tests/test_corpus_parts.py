@@ -112,6 +112,17 @@ def test_joined_training_set_and_mono_split_train_with_one_target_per_epoch(mono
     ids = read_ids(str(tmp_path / "bin" / "train.ids"), 2 * 1500 + 120)
     assert ids.tolist() == [i // 2 for i in range(3000)] + list(range(1500, 1620))
     assert os.path.exists(tmp_path / "bin" / "valid.src-tgt.tgt.bin")
+    # Word-KD's store over the joined corpus: one entry per pair, every target token
+    import numpy as np
+
+    from fairseq_seqkd.cli.topk import main as topk_main
+    from fairseq_seqkd.topk_store import TopKStore
+
+    header = topk_main([str(tmp_path / "bin"), "--path", toy_model, "--out", str(tmp_path / "top4"), "--k", "4",
+                        "--batch-size", "64", "--cpu"])
+    targets = [len(line.split()) + 1 for line in (tmp_path / "joined.tgt").read_text().splitlines()]  # + </s>
+    assert header["sentences"] == 3120
+    assert np.array_equal(np.diff(TopKStore.open(str(tmp_path / "top4")).offsets), targets)
     # one epoch of one target per sentence: 1,620 sentences in batches of 100 are 17 updates (3,120 pairs: 32)
     import torch
 

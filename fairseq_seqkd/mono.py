@@ -9,16 +9,17 @@ student learns from all of it. This module turns such a file into the data split
   student through the teacher) and within itself, the first occurrence kept, in the file's order; lines
   compare with their runs of whitespace collapsed, by a 64-bit hash (a false match, which would drop one
   line, has a chance of about n²/2⁶⁵: 3·10⁻⁴ at 10⁸ lines);
-- streamed: read twice, holding 9 bytes per line (its hash and its fate; ~40 during the deduplication's sort),
-  never the text;
+- streamed: read twice; each line's fate is a byte in a file on disk, the candidates' hashes go to 256 bucket
+  files sorted one at a time, so memory stays flat whatever the file's size (disk: ~17 bytes per line);
 - binarized with the source dictionary only (``mono.SRC-TGT.SRC.{bin,idx}``): no target file, so no later
   step can read a placeholder as gold; fairseq loads the split with ``target`` None.
 """
 
-import collections
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -54,33 +55,73 @@ def iter_lines(path):
             yield number, text.rstrip("\n").rstrip("\r")
 
 
-def select(path, known_sources, max_words=0):
-    """Which lines of ``path`` to keep: a uint8 array, one code per line (0: kept, else :data:`REASONS`'s)."""
+#: Buckets of the deduplication: a line's candidates go to the bucket of its hash's top bits, so that each bucket
+#: is sorted alone (with 256: ~0.5M entries, ~25 MB, per bucket at 123M lines).
+BUCKETS = 256
+
+
+def select(path, known_sources, max_words=0, scratch=None):
+    """Which lines of ``path`` to keep: one uint8 code per line (0: kept, else :data:`REASONS`'s), in a file of
+    ``scratch`` (a temporary folder by default) mapped read-only: memory does not grow with the file.
+
+    Pass 1 streams the lines, codes empty, too long and known ones at once, and appends each other line's
+    (hash, line number) to the bucket of its hash on disk; then each bucket, sorted by hash then line number,
+    marks every line that follows an equal hash as repeated."""
     known = {_key(line) for line in known_sources}
-    chunks, pending, codes = [], [], bytearray()
-    for _, line in iter_lines(path):
-        key = _key(line)
-        pending.append(key)
-        if not line.strip():
-            codes.append(1)
-        elif max_words and len(line.split()) > max_words:
-            codes.append(2)
-        elif key in known:
-            codes.append(3)
-        else:
-            codes.append(0)
-        if len(pending) == 1 << 16:  # Python ints cost ~36 bytes each: into 8-byte arrays as we go
-            chunks.append(np.array(pending, dtype=np.int64))
-            pending = []
-    keys = np.concatenate(chunks + [np.array(pending, dtype=np.int64)])
-    codes = np.frombuffer(bytes(codes), dtype=np.uint8).copy()
-    candidates = np.flatnonzero(codes == 0)
-    order = np.argsort(keys[candidates], kind="stable")  # stable: the first occurrence sorts first
-    ranked = keys[candidates][order]
-    repeated = np.zeros(len(ranked), dtype=bool)
-    repeated[1:] = ranked[1:] == ranked[:-1]
-    codes[candidates[order[repeated]]] = 4
-    return codes
+    own = scratch is None
+    scratch = tempfile.mkdtemp(prefix="seqkd-mono-") if own else scratch
+    try:
+        codes_path = os.path.join(scratch, "codes.uint8")
+        bucket_files = [open(os.path.join(scratch, f"bucket{b}.int64"), "wb") for b in range(BUCKETS)]
+        pending = []  # hash, line number, hash, line number, ... of the candidates since the last flush
+
+        def flush():
+            entries = np.array(pending, dtype=np.int64).reshape(-1, 2)
+            buckets = (entries[:, 0] >> 56) % BUCKETS
+            order = np.argsort(buckets, kind="stable")
+            bounds = np.searchsorted(buckets[order], np.arange(BUCKETS + 1))
+            for b in np.flatnonzero(bounds[1:] > bounds[:-1]):
+                bucket_files[b].write(entries[order[bounds[b]:bounds[b + 1]]].tobytes())
+            pending.clear()
+
+        with open(codes_path, "wb") as codes_out:
+            block = bytearray()
+            for number, line in iter_lines(path):
+                key = _key(line)
+                if not line.strip():
+                    block.append(1)
+                elif max_words and len(line.split()) > max_words:
+                    block.append(2)
+                elif key in known:
+                    block.append(3)
+                else:
+                    block.append(0)
+                    pending += (key, number - 1)
+                if len(block) >= 1 << 16:
+                    codes_out.write(block)
+                    block = bytearray()
+                    flush()
+            codes_out.write(block)
+        flush()
+        for f in bucket_files:
+            f.close()
+        if not os.path.getsize(codes_path):
+            return np.zeros(0, dtype=np.uint8)
+        codes = np.memmap(codes_path, dtype=np.uint8, mode="r+")
+        for b in range(BUCKETS):
+            entries = np.fromfile(os.path.join(scratch, f"bucket{b}.int64"), dtype=np.int64).reshape(-1, 2)
+            if len(entries) > 1:
+                order = np.lexsort((entries[:, 1], entries[:, 0]))  # by hash, then line number
+                ranked = entries[order]
+                repeated = np.zeros(len(ranked), dtype=bool)
+                repeated[1:] = ranked[1:, 0] == ranked[:-1, 0]
+                codes[ranked[repeated, 1]] = 4
+            os.remove(os.path.join(scratch, f"bucket{b}.int64"))
+        codes.flush()
+        return np.memmap(codes_path, dtype=np.uint8, mode="r")
+    finally:
+        if own:  # the mapped file stays readable until the array is dropped (POSIX keeps it)
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def write_kept(path, codes, out):
@@ -96,9 +137,9 @@ def write_kept(path, codes, out):
 
 def counts(codes):
     """{"lines": N, "kept": K, "removed": {reason: n}} of :func:`select`'s codes."""
-    found = collections.Counter(codes.tolist())
-    return {"lines": int(len(codes)), "kept": int(found.get(0, 0)),
-            "removed": {REASONS[code]: int(found[code]) for code in sorted(REASONS) if found.get(code)}}
+    found = np.bincount(codes, minlength=len(REASONS) + 1) if len(codes) else np.zeros(len(REASONS) + 1, int)
+    return {"lines": int(len(codes)), "kept": int(found[0]),
+            "removed": {REASONS[code]: int(found[code]) for code in sorted(REASONS) if found[code]}}
 
 
 def encode_file(spm_model, src, out, chunk=10_000):

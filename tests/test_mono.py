@@ -26,8 +26,8 @@ def test_select_by_hand(tmp_path):
     assert out.read_text() == "s1 s2\ns3  s4\ns7\n"
 
 
-def test_select_keeps_the_first_occurrence_across_its_arrays(tmp_path):
-    """More lines than one of select's arrays holds (65,536): repeats found across them, in file order."""
+def test_select_keeps_the_first_occurrence_across_its_flushes(tmp_path):
+    """More lines than select holds before it writes its buckets (65,536): a repeat found across them."""
     n = (1 << 16) + 500
     path = tmp_path / "mono.txt"
     path.write_text("".join(f"w{i}\n" for i in range(n)) + "w3\n")

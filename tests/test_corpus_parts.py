@@ -7,7 +7,6 @@ import shutil
 import pytest
 import toydata
 
-from fairseq_seqkd.binarize import binarize_source_only
 from fairseq_seqkd.corpus_parts import join_parts
 from fairseq_seqkd.distill import DistillOptions, distill
 from fairseq_seqkd.errors import SeqKDError
@@ -62,13 +61,7 @@ def test_bad_parts_are_one_line_errors_and_leave_nothing(tmp_path):
 @pytest.fixture(scope="module")
 def mono_data(toy_data, tmp_path_factory):
     """A copy of the toy data with a source-only split ``mono`` (120 toy sentences of another seed)."""
-    folder = tmp_path_factory.mktemp("mono_data")
-    data = folder / "bin"
-    shutil.copytree(toy_data, data)
-    text = folder / "mono.txt"
-    text.write_text("".join(src + "\n" for src, _ in toydata.toy_pairs(120, seed=77)))
-    binarize_source_only(str(data), "mono", "src", "tgt", str(text))
-    return str(data)
+    return toydata.with_mono_split(toy_data, str(tmp_path_factory.mktemp("mono_data") / "bin"))
 
 
 @pytest.mark.parametrize("teacher,engine", [("lstm", "fairseq"), ("lstm", "seqkd"),

@@ -39,6 +39,28 @@ def test_distill_unsharded_killed_and_resumed(toy_data, toy_model, tmp_path):
 
 
 @pytest.mark.slow  # fresh processes, killed and rerun (make test runs it; make test-fast does not)
+def test_distill_of_a_source_only_split_killed_and_resumed(toy_data, toy_model, tmp_path):
+    """The mono split (seqkd-prepare --mono-src), decoded then joined with another part: same bytes."""
+    import toydata
+
+    data = toydata.with_mono_split(toy_data, str(tmp_path / "data"), n=400)
+    work = str(tmp_path / "work")
+    prefix = os.path.join(work, "mono.kd")
+    other = tmp_path / "part"
+    other.mkdir()
+    for ext in ("src", "tgt"):
+        (other / f"train.{ext}").write_text("s1 s2\ns3\n")
+    distill = " ".join(distill_command(data, toy_model, prefix, "--subset", "mono", "--write-kbest"))
+    join = (f"seqkd-join --part {other / 'train'} --part {prefix} --out-prefix {work}/joined --source-lang src "
+            f"--target-lang tgt")
+    stage = faultinject.Stage("seqkd-distill --subset mono + seqkd-join", work, ["bash", "-c", f"{distill} && {join}"],
+                              [f"{prefix}.src", f"{prefix}.tgt", f"{prefix}.kbest", f"{work}/joined.src",
+                               f"{work}/joined.tgt", f"{work}/joined.ids"], phase=faultinject.distill_phase(prefix))
+    results = check(stage, seed=3, trials=2, kills=2)
+    assert sum(r.killed for r in results) >= 2
+
+
+@pytest.mark.slow  # fresh processes, killed and rerun (make test runs it; make test-fast does not)
 def test_distill_sharded_merge_and_binarize_killed(toy_data, toy_model, tmp_path):
     work = str(tmp_path / "work")
     prefix = os.path.join(work, "train.kd")

@@ -89,6 +89,21 @@ def over_max_tokens_data(folder, toy_data, split):
         "--srcdict", os.path.join(toy_data, "dict.src.txt"), "--tgtdict", os.path.join(toy_data, "dict.tgt.txt")])
 
 
+def with_mono_split(data, dest, n=120, seed=77):
+    """A copy of the binarized toy data ``data`` in ``dest`` with a source-only split ``mono``: the sources of
+    ``n`` toy pairs of another seed (fairseq_seqkd.binarize.binarize_source_only); returns ``dest``."""
+    import shutil
+
+    from fairseq_seqkd.binarize import binarize_source_only
+
+    shutil.copytree(data, dest)
+    text = os.path.join(os.path.dirname(os.path.abspath(dest)), f"mono-{seed}-{n}.txt")
+    with open(text, "w") as f:
+        f.writelines(src + "\n" for src, _ in toy_pairs(n, seed=seed))
+    binarize_source_only(dest, "mono", "src", "tgt", text)
+    return dest
+
+
 def train(data, save_dir, extra=(), max_epoch=12):
     """Run fairseq-train in this process; return the best checkpoint's path."""
     from fairseq import checkpoint_utils, distributed_utils, options

@@ -17,8 +17,7 @@ import logging
 import os
 
 from fairseq_seqkd.errors import SeqKDError
-from fairseq_seqkd.mono import iter_lines
-from fairseq_seqkd.textio import atomic_open
+from fairseq_seqkd.textio import atomic_open, stream_lines
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ def _part_lines(prefix, src_lang, tgt_lang):
     for path in files:
         if not os.path.isfile(path):
             raise SeqKDError(f"{path}: no such file")
-    readers = [iter_lines(path) for path in files + ([ids] if os.path.isfile(ids) else [])]
+    readers = [stream_lines(path) for path in files + ([ids] if os.path.isfile(ids) else [])]
     while True:
         rows = [next(reader, None) for reader in readers]
         if all(row is None for row in rows):

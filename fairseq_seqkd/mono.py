@@ -15,6 +15,7 @@ student learns from all of it. This module turns such a file into the data split
   step can read a placeholder as gold; fairseq loads the split with ``target`` None.
 """
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -24,7 +25,7 @@ import tempfile
 import numpy as np
 
 from fairseq_seqkd.errors import SeqKDError
-from fairseq_seqkd.textio import atomic_open
+from fairseq_seqkd.textio import atomic_open, stream_lines
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +39,6 @@ REASONS = {1: "empty", 2: "longer than --max-words", 3: "in the train, valid or 
 def _key(line):
     return int.from_bytes(hashlib.blake2b(" ".join(line.split()).encode("utf-8"), digest_size=8).digest(),
                           "little", signed=True)
-
-
-def iter_lines(path):
-    """(line number, text without its newline) of a UTF-8 file, streamed; SeqKDError names file and line."""
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise SeqKDError(f"{path}: {e.strerror}") from None
-    with f:
-        for number, raw in enumerate(f, 1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise SeqKDError(f"{path}:{number}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-            yield number, text.rstrip("\n").rstrip("\r")
 
 
 #: Buckets of the deduplication: a line's candidates go to the bucket of its hash's top bits, so that each bucket
@@ -72,7 +58,9 @@ def select(path, known_sources, max_words=0, scratch=None):
     scratch = tempfile.mkdtemp(prefix="seqkd-mono-") if own else scratch
     try:
         codes_path = os.path.join(scratch, "codes.uint8")
-        bucket_files = [open(os.path.join(scratch, f"bucket{b}.int64"), "wb") for b in range(BUCKETS)]
+        files = contextlib.ExitStack()
+        bucket_files = [files.enter_context(open(os.path.join(scratch, f"bucket{b}.int64"), "wb"))
+                        for b in range(BUCKETS)]
         pending = []  # hash, line number, hash, line number, ... of the candidates since the last flush
 
         def flush():
@@ -84,9 +72,9 @@ def select(path, known_sources, max_words=0, scratch=None):
                 bucket_files[b].write(entries[order[bounds[b]:bounds[b + 1]]].tobytes())
             pending.clear()
 
-        with open(codes_path, "wb") as codes_out:
+        with files, open(codes_path, "wb") as codes_out:
             block = bytearray()
-            for number, line in iter_lines(path):
+            for number, line in stream_lines(path):
                 key = _key(line)
                 if not line.strip():
                     block.append(1)
@@ -102,9 +90,7 @@ def select(path, known_sources, max_words=0, scratch=None):
                     block = bytearray()
                     flush()
             codes_out.write(block)
-        flush()
-        for f in bucket_files:
-            f.close()
+            flush()
         if not os.path.getsize(codes_path):
             return np.zeros(0, dtype=np.uint8)
         codes = np.memmap(codes_path, dtype=np.uint8, mode="r+")
@@ -128,7 +114,7 @@ def write_kept(path, codes, out):
     """The lines of ``path`` whose code is 0, stripped, into ``out`` (atomically); their number."""
     kept = 0
     with atomic_open(out) as f:
-        for number, line in iter_lines(path):
+        for number, line in stream_lines(path):
             if codes[number - 1] == 0:
                 f.write(line.strip() + "\n")
                 kept += 1
@@ -149,13 +135,17 @@ def encode_file(spm_model, src, out, chunk=10_000):
     model = spm.SentencePieceProcessor(model_file=spm_model)
     with atomic_open(out) as f:
         lines = []
-        for _, line in iter_lines(src):
+        for _, line in stream_lines(src):
             lines.append(line)
             if len(lines) == chunk:
                 f.writelines(" ".join(p) + "\n" for p in model.encode(lines, out_type=str))
                 lines = []
         if lines:
             f.writelines(" ".join(p) + "\n" for p in model.encode(lines, out_type=str))
+
+
+def _removed(report):
+    return ", ".join(f"{n} {why}" for why, n in report["removed"].items())
 
 
 def check_mono(mono_src, known_sources, max_words):
@@ -167,7 +157,7 @@ def check_mono(mono_src, known_sources, max_words):
     report = counts(codes)
     if not report["kept"]:
         raise SeqKDError(f"--mono-src {mono_src}: no line left of {report['lines']} "
-                         f"({', '.join(f'{n} {why}' for why, n in report['removed'].items()) or 'empty file'})")
+                         f"({_removed(report) or 'empty file'})")
     return codes
 
 
@@ -180,7 +170,6 @@ def write_mono(mono_src, codes, raw_out, spm_model, tok_out, data, src_lang, tgt
     write_kept(mono_src, codes, raw_out)
     encode_file(spm_model, raw_out, tok_out)
     binarize_source_only(data, MONO, src_lang, tgt_lang, tok_out, workers=workers)
-    removed = ", ".join(f"{n} {why}" for why, n in report["removed"].items()) or "none"
     logger.info("%s: %d of %d lines kept as the split %s (removed: %s)", mono_src, report["kept"],
-                report["lines"], MONO, removed)
+                report["lines"], MONO, _removed(report) or "none")
     return report

@@ -58,6 +58,22 @@ def read_lines(path):
         raise SeqKDError(f"{path}:{e.line}: {e}") from None
 
 
+def stream_lines(path):
+    """(line number, line without its newline) of a UTF-8 file, one line at a time (:func:`read_lines` for files
+    of any size); SeqKDError names the file and the line, as read_lines does."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise SeqKDError(f"{path}: {e.strerror}") from None
+    with f:
+        for number, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise SeqKDError(f"{path}:{number}: {NotUTF8(number, f'{e.reason} at byte {e.start}')}") from None
+            yield number, text.rstrip("\n").rstrip("\r")
+
+
 def refuse_broken_link(path, name):
     """SeqKDError (``name: ... is a broken link to TARGET``) if ``path`` or a folder above it is a symbolic link
     to nothing: ``os.path.exists`` is False there, yet nothing can be created."""

@@ -820,10 +820,8 @@ def start_tiny_blocks(page, folder, status):
     wrappers, work = str(folder / "wrappers"), str(folder / "work")
     write_wrappers(wrappers, page)
     write_corpus(work)
-    env = dict(os.environ, PATH=os.pathsep.join([wrappers, VENV_BIN, os.environ.get("PATH", "")]),
+    env = dict(toydata.command_env(), PATH=os.pathsep.join([wrappers, VENV_BIN, os.environ.get("PATH", "")]),
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    for var in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
-        env.pop(var, None)
     return recipe_runs.Background(["bash", "-c", "set -euo pipefail\n" + script], env, status, cwd=work)
 
 

@@ -146,6 +146,15 @@ def hypotheses(generate_output):
     return best
 
 
+def command_env():
+    """This process's environment for a command under test, without the variables that would decide torch's
+    checkpoint loading for it (what the plugin's fix is tested for)."""
+    env = dict(os.environ)
+    for var in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
+        env.pop(var, None)
+    return env
+
+
 def run_cli(args, cwd=None, env=None, check=True, stdin_path=None, input=None):
     """Run a console command of the venv in a process of its own (stdin: the file ``stdin_path``, or the text
     ``input``, else none); return a CompletedProcess. Our ``seqkd-*`` and fairseq's ``fairseq-*`` commands and
@@ -159,10 +168,8 @@ def run_cli(args, cwd=None, env=None, check=True, stdin_path=None, input=None):
             return run_cli(args, cwd, env, check, f.name)
         finally:
             os.unlink(f.name)
-    full_env = dict(os.environ)
+    full_env = command_env()
     full_env["PATH"] = VENV_BIN + os.pathsep + full_env.get("PATH", "")
-    for var in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
-        full_env.pop(var, None)
     full_env.update(env or {})
     zygote = _Zygote.get()
     forkable = zygote is not None and (
@@ -208,9 +215,7 @@ class _Zygote:
                          if e.name.startswith(("seqkd-", "fairseq-"))}
         self.folder = tempfile.mkdtemp(prefix="seqkd-cli-zygote-")
         self.socket = os.path.join(self.folder, "socket")
-        self.env = dict(os.environ)
-        for var in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
-            self.env.pop(var, None)
+        self.env = command_env()
         with open(os.path.join(self.folder, "zygote.log"), "wb") as log:
             self.process = subprocess.Popen([sys.executable, cli_zygote.__file__, self.socket], env=self.env,
                                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True)
